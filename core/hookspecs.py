@@ -1,0 +1,110 @@
+"""The hooks of prunekit: this module is their reference documentation.
+
+One run calls them in this order::
+
+    register_architectures      (once, when plugins are loaded)
+    evaluate(stage="before")    collect-all: every active evaluator adds metrics
+    score_importance            first result: the active pruner decides
+    slice_layer  x layers       first result: the core's structural slicer unless a plugin takes over
+    recover                     first result, optional
+    evaluate(stage="after")
+    select_ratio                first result; called by searches, which wrap whole runs
+
+Each hook takes one typed request from :mod:`prunekit.payloads` and returns a typed result, or
+``None`` to let the next plugin answer. ``docs/hooks.md`` carries one heading per hook with its
+exact signature; a test keeps the two in step.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable
+
+import pluggy
+
+if TYPE_CHECKING:
+    from prunekit.architectures import Architecture
+    from prunekit.payloads import (
+        EvalRequest,
+        Importance,
+        Metrics,
+        RecoverRequest,
+        Recovery,
+        ScoreRequest,
+        SelectRequest,
+        Selection,
+        SliceRequest,
+    )
+
+PROJECT = "prunekit"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@hookspec
+def register_architectures(register: Callable[[Architecture], None]) -> None:
+    """Register architecture adapters by calling ``register(adapter)`` once per adapter.
+
+    An adapter (:class:`prunekit.architectures.Architecture`) tells the core where a model family
+    keeps its decoder layers, FFN and attention projections, and which config fields to rewrite
+    after slicing. The adapter whose ``model_types`` contains the loaded model's
+    ``config.model_type`` handles it; a model no adapter claims is rejected with the list of
+    supported families. Called once, when the plugin manager is built.
+    """
+
+
+@hookspec(firstresult=True)
+def score_importance(request: ScoreRequest) -> list[Importance] | None:
+    """Score the units of the dimensions this pruner shrinks, one score per unit per layer.
+
+    Return one :class:`~prunekit.payloads.Importance` per dimension pruned (higher score means
+    keep), or ``None`` when this plugin is not a pruner. The core keeps the top
+    ``int((1 - ratio) * units)`` units of every layer (or the pruner's own ``keep_counts``) and
+    hands them to :func:`slice_layer`. Only plugins selected for the run are asked; the first
+    answer wins. Must not modify the model: scoring and slicing are separate so that a score
+    can be reused at any ratio. Options come from ``request.options(<plugin name>)``.
+    """
+
+
+@hookspec(firstresult=True)
+def slice_layer(request: SliceRequest) -> bool | None:
+    """Physically remove the units not in ``request.keep`` from one decoder layer, in place.
+
+    Return ``True`` when the layer was sliced, ``None`` to leave it to the next plugin. The core's
+    own structural slicer answers last: it removes FFN channels and whole attention heads (whole
+    KV groups under grouped-query attention) through the layer's architecture adapter. A plugin
+    implements this hook only to slice differently (rotate-then-slice, say). After every layer is
+    sliced the core rewrites the model config from the new module shapes.
+    """
+
+
+@hookspec(firstresult=True)
+def recover(request: RecoverRequest) -> Recovery | None:
+    """Repair the quality of a sliced model, e.g. by fine-tuning adapters and merging them.
+
+    Return a :class:`~prunekit.payloads.Recovery` whose model has the same structure and no
+    extra modules (merge adapters into the weights), so the saved checkpoint stays stock.
+    Return ``None`` to skip. Optional: a run with no selected recovery plugin saves the sliced
+    model as it is. Write resumable checkpoints under ``request.work_dir``.
+    """
+
+
+@hookspec
+def evaluate(request: EvalRequest) -> Metrics | None:
+    """Measure a model and return the parts of :class:`~prunekit.payloads.Metrics` this plugin owns.
+
+    Every active evaluator is called (collect-all) for the uncompressed model
+    (``stage="before"``) and for the compressed one (``stage="after"``); the core merges the
+    results, and two evaluators reporting the same metric is an error. An evaluator must measure
+    both stages the same way so that the report's retention and speedup compare like with like.
+    Return ``None`` when there is nothing to measure with the run's settings.
+    """
+
+
+@hookspec(firstresult=True)
+def select_ratio(request: SelectRequest) -> Selection | None:
+    """Choose the next compression configuration for a search to try, and the best so far.
+
+    ``request.history`` holds every finished trial with its metrics and whether it met the
+    budget. Return ``Selection(next=None, best=...)`` to end the search. Only the selector chosen
+    for the search is asked.
+    """

@@ -1,0 +1,161 @@
+"""Typed payloads that travel through prunekit's hooks.
+
+Every hook takes exactly one request object and returns one result object (or ``None`` to let
+another plugin answer). A single request argument keeps hook signatures stable: new fields can be
+added to a request without breaking any plugin that does not read them. The reference for what
+each hook does with these is the docstring of the hook in :mod:`prunekit.hookspecs`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    from prunekit.architectures import Architecture
+    from prunekit.config import RunConfig
+
+
+class Dimension(str, Enum):
+    """A structural dimension of a decoder layer that a pruner can shrink."""
+
+    FFN = "ffn"
+    """FFN intermediate channels (rows of gate/up or fc1, columns of down or fc2)."""
+    HEADS = "heads"
+    """Attention heads; under grouped-query attention one unit is a KV group with its query heads."""
+
+
+@dataclass
+class ScoreRequest:
+    """What a pruner gets in :func:`~prunekit.hookspecs.score_importance`."""
+
+    model: PreTrainedModel
+    architecture: Architecture
+    config: RunConfig
+
+    @property
+    def ratio(self) -> float:
+        """Fraction of each targeted dimension to remove, in [0, 1)."""
+        return self.config.ratio
+
+    def options(self, plugin: str) -> dict[str, Any]:
+        """The plugin's own settings from the run config (``options: {plugin: {...}}``)."""
+        return dict(self.config.options.get(plugin, {}))
+
+
+@dataclass
+class Importance:
+    """A pruner's verdict on one dimension: a score per unit per layer, higher means keep."""
+
+    dimension: Dimension
+    scores: list[torch.Tensor]
+    """One 1-D tensor per decoder layer, as long as that layer has units of ``dimension``."""
+    keep_counts: list[int] | None = None
+    """Units to keep per layer, when the pruner decides them itself. ``None`` keeps
+    ``int((1 - ratio) * units)`` in every layer, which is what a stock config can express."""
+    report: dict[str, Any] = field(default_factory=dict)
+    """JSON-serialisable facts for the run report (settings, learning curve, timings)."""
+
+
+@dataclass
+class SliceRequest:
+    """One decoder layer to shrink, in :func:`~prunekit.hookspecs.slice_layer`."""
+
+    model: PreTrainedModel
+    architecture: Architecture
+    layer_index: int
+    keep: dict[Dimension, torch.Tensor]
+    """Sorted indices (int64) of the units to keep, per dimension to slice."""
+
+
+@dataclass
+class RecoverRequest:
+    """A sliced model to repair, in :func:`~prunekit.hookspecs.recover`."""
+
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase | None
+    architecture: Architecture
+    config: RunConfig
+    work_dir: Path
+    """A directory for checkpoints that should survive an interrupted run."""
+
+    def options(self, plugin: str) -> dict[str, Any]:
+        """The plugin's own settings from the run config (``options: {plugin: {...}}``)."""
+        return dict(self.config.options.get(plugin, {}))
+
+
+@dataclass
+class Recovery:
+    """The result of recovery: the repaired model, with any adapters merged into its weights."""
+
+    model: PreTrainedModel
+    report: dict[str, Any] = field(default_factory=dict)
+    """JSON-serialisable facts for the run report (settings, loss curves)."""
+
+
+@dataclass
+class EvalRequest:
+    """A model to measure, in :func:`~prunekit.hookspecs.evaluate`."""
+
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase | None
+    config: RunConfig
+    stage: Literal["before", "after"]
+    """``before`` is the uncompressed model, ``after`` the compressed one."""
+
+    def options(self, plugin: str) -> dict[str, Any]:
+        """The plugin's own settings from the run config (``options: {plugin: {...}}``)."""
+        return dict(self.config.options.get(plugin, {}))
+
+
+@dataclass
+class Metrics:
+    """Measurements of one model. Each evaluator fills the parts it measures; the core merges them."""
+
+    perplexity: float | None = None
+    tasks: dict[str, dict[str, float]] = field(default_factory=dict)
+    """``{task: {metric: value}}``, lm-eval's task and metric names."""
+    latency: dict[str, float] = field(default_factory=dict)
+    extra: dict[str, float] = field(default_factory=dict)
+    """Anything else a third-party evaluator measures, by a name it owns."""
+
+
+@dataclass
+class Candidate:
+    """One compression configuration a search can try."""
+
+    plugin: str
+    ratios: dict[Dimension, float]
+
+
+@dataclass
+class Trial:
+    """A candidate that was tried, with what was measured."""
+
+    candidate: Candidate
+    metrics: Metrics
+    feasible: bool
+    """Whether the candidate met the budget (e.g. its measured latency)."""
+
+
+@dataclass
+class SelectRequest:
+    """The state of a search, in :func:`~prunekit.hookspecs.select_ratio`."""
+
+    candidates: list[Candidate]
+    history: list[Trial]
+    config: RunConfig
+
+
+@dataclass
+class Selection:
+    """A selector's answer: what to try next, and the best candidate so far."""
+
+    next: Candidate | None
+    """The candidate to evaluate next; ``None`` ends the search."""
+    best: Candidate | None = None

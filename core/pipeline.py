@@ -1,0 +1,144 @@
+"""One run: load → evaluate → score → slice → recover → evaluate → save, every step a hook.
+
+The pipeline knows no algorithm by name; it only orders the hook calls, times them and writes the
+output contract. All bad input is rejected before the first expensive step.
+"""
+
+from __future__ import annotations
+
+import logging
+import resource
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+from prunekit import __version__, output
+from prunekit.errors import UsageError
+from prunekit.models import load_model
+from prunekit.payloads import EvalRequest, RecoverRequest, ScoreRequest, SliceRequest
+from prunekit.progress import track
+from prunekit.slicing import keep_plan
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from prunekit.config import RunConfig
+    from prunekit.manager import Plugins
+
+log = logging.getLogger(__name__)
+
+
+class Stopwatch:
+    """Seconds per named stage, in the order the stages ran."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        log.info("%s…", name)
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = round(time.perf_counter() - start, 3)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Unique parameters: tied embeddings count once, as the model card counts them."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def peak_rss_mb() -> float:
+    """The process's peak resident memory so far (Linux reports ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run(config: RunConfig, plugins: Plugins) -> output.Report:
+    """Compress ``config.model`` with the selected plugins; write and return the report."""
+    hooks = plugins.hooks(config.plugins)
+    if config.ratio > 0 and not hooks.has_pruner():
+        raise UsageError(
+            f"ratio {config.ratio:g} needs a pruner, and none of the selected plugins "
+            f"({', '.join(config.plugins) or 'none'}) scores importance"
+        )
+    directory = output.run_directory(config)
+    clock = Stopwatch()
+
+    with clock.stage("load"):
+        loaded = load_model(config.model, dtype=config.dtype, device=config.device)
+    model, tokenizer = loaded.model, loaded.tokenizer
+    architecture = hooks.architecture_for(model)
+    params_before = count_parameters(model)
+
+    with clock.stage("evaluate_before"):
+        before = hooks.evaluate(EvalRequest(model, tokenizer, config, "before"))
+
+    pruning: dict[str, object] = {}
+    stock = True
+    if config.ratio > 0:
+        with clock.stage("score"):
+            importances = hooks.score_importance(ScoreRequest(model, architecture, config))
+        if not importances:
+            raise RuntimeError(f"the selected pruners returned no importance for {config.model}")
+        for importance in importances:
+            if importance.dimension not in architecture.dimensions:
+                raise UsageError(
+                    f"{architecture.family} models cannot be sliced along "
+                    f"{importance.dimension.value} into a stock checkpoint"
+                )
+            pruning[importance.dimension.value] = importance.report
+        plan = keep_plan(importances, config.ratio, architecture, model)
+        with clock.stage("slice"):
+            for index, keep in enumerate(track(plan, "slicing layers")):
+                hooks.slice_layer(SliceRequest(model, architecture, index, keep))
+            stock = architecture.sync_config(model)
+
+    recovery = None
+    with clock.stage("recover"):
+        recovered = hooks.recover(
+            RecoverRequest(model, tokenizer, architecture, config, work_dir=directory / "checkpoints")
+        )
+    if recovered is not None:
+        model, recovery = recovered.model, recovered.report
+
+    with clock.stage("evaluate_after"):
+        after = hooks.evaluate(EvalRequest(model, tokenizer, config, "after"))
+
+    directory.mkdir(parents=True, exist_ok=True)
+    with clock.stage("save"):
+        output.save_model(model, tokenizer, directory / "model")
+
+    report = output.Report(
+        prunekit_version=__version__,
+        model=config.model,
+        plugins=config.plugins,
+        ratio=config.ratio,
+        params=output.Params(before=params_before, after=count_parameters(model)),
+        metrics={"before": before, "after": after},
+        timings=clock.seconds,
+        peak_rss_mb=round(peak_rss_mb(), 1),
+        stock=stock,
+        pruning=pruning,
+        recovery=recovery,
+        versions=output.package_versions(),
+        config=config.model_copy(update={"output": directory}),
+    )
+    output.write_report(report, directory)
+    return report
+
+
+def evaluate(config: RunConfig, plugins: Plugins) -> output.Evaluation:
+    """Measure one model as it is with the active evaluators (``core eval``)."""
+    hooks = plugins.hooks(config.plugins)
+    loaded = load_model(config.model, dtype=config.dtype, device=config.device)
+    metrics = hooks.evaluate(EvalRequest(loaded.model, loaded.tokenizer, config, "after"))
+    return output.Evaluation(
+        prunekit_version=__version__,
+        model=config.model,
+        params=count_parameters(loaded.model),
+        metrics=metrics,
+        versions=output.package_versions(),
+        config=config,
+    )

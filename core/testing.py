@@ -1,0 +1,54 @@
+"""Test helpers for plugin authors, loaded by pytest as the ``prunekit`` plugin (entry point ``pytest11``).
+
+Fixtures:
+
+- ``prunekit_plugins``: the process-wide plugin registry that ``core`` commands use.
+- ``register_plugin``: ``register_plugin(obj, name)`` registers a plugin for one test only, so a
+  test can run ``core run --plugins name`` in-process and check that its hooks were called.
+- ``tiny_model``: ``tiny_model(family="llama", seed=0)`` builds a seeded random-weight model of
+  a supported family, small enough for fast tests.
+
+Imports stay inside the fixtures so that loading this plugin costs pytest nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
+    from prunekit.manager import Plugins
+
+
+@pytest.fixture
+def prunekit_plugins() -> Plugins:
+    from prunekit.manager import get_plugins
+
+    return get_plugins()
+
+
+@pytest.fixture
+def register_plugin(prunekit_plugins: Plugins) -> Iterator[Callable[[object, str], None]]:
+    names: list[str] = []
+
+    def register(plugin: object, name: str) -> None:
+        prunekit_plugins.register(plugin, name=name)
+        names.append(name)
+
+    yield register
+    for name in reversed(names):
+        prunekit_plugins.unregister(name)
+
+
+@pytest.fixture
+def tiny_model() -> Callable[..., PreTrainedModel]:
+    from prunekit.tiny import tiny_model as build
+
+    def factory(family: str = "llama", seed: int = 0) -> PreTrainedModel:
+        return build(family, seed=seed)
+
+    return factory

@@ -1,0 +1,56 @@
+"""Shared fixtures. prunekit's own fixtures for plugin authors come from ``prunekit.testing``."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
+
+pytest_plugins = ["pytester"]
+
+
+@pytest.fixture(autouse=True)
+def _quiet_progress(monkeypatch):
+    monkeypatch.setenv("PRUNEKIT_NO_PROGRESS", "1")
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"benchmark data not found at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+@pytest.fixture
+def installed_distribution(tmp_path, monkeypatch) -> Callable[..., str]:
+    """Make an importable distribution with a ``prunekit`` entry point visible to importlib.metadata.
+
+    ``installed_distribution(dist, module, source, entry_point=None)`` writes the module and a
+    ``*.dist-info`` directory on a fresh ``sys.path`` entry, exactly what an installer leaves,
+    without running one (the slow tests build and pip-install a real package).
+    """
+    site = tmp_path / "site"
+    site.mkdir()
+    monkeypatch.syspath_prepend(str(site))
+    modules: list[str] = []
+
+    def install(dist: str, module: str, source: str, entry_point: str | None = None, version: str = "1.0") -> str:
+        (site / f"{module}.py").write_text(textwrap.dedent(source))
+        info = site / f"{dist.replace('-', '_')}-{version}.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
+        (info / "entry_points.txt").write_text(f"[prunekit]\n{entry_point or module} = {module}\n")
+        modules.append(module)
+        importlib.invalidate_caches()
+        return entry_point or module
+
+    yield install
+    for module in modules:
+        sys.modules.pop(module, None)
