@@ -8,4 +8,13 @@ from prunekit.hookspecs import hookimpl
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "hookimpl"]
+__all__ = ["__version__", "hookimpl", "load"]
+
+
+def __getattr__(name: str):
+    """``prunekit.load`` imports torch and transformers only when used, so ``core --version`` stays fast."""
+    if name == "load":
+        from prunekit.loading import load
+
+        return load
+    raise AttributeError(f"module 'prunekit' has no attribute {name!r}")

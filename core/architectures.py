@@ -1,22 +1,30 @@
 """Architecture adapters: where a model family keeps the parts that slicing touches.
 
 Adapters arrive through the ``register_architectures`` hook, so the core knows no family by
-name; the built-in ones live in :mod:`prunekit.plugins.architectures`.
+name; the built-in ones live in :mod:`prunekit.plugins.architectures`. :class:`Architecture` is
+the interface every adapter implements; :class:`DecoderArchitecture` implements it for the usual
+decoder-only layout from a few module paths, which is all the built-in families need.
 """
 
 from __future__ import annotations
 
+import operator
 from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+import torch
+from torch import nn
+from transformers.pytorch_utils import Conv1D
+
 from prunekit.errors import UsageError
+from prunekit.payloads import Dimension
 
 if TYPE_CHECKING:
-    import torch
-    from torch import nn
     from transformers import PreTrainedModel
 
-    from prunekit.payloads import Dimension
+LAYER_UNITS_KEY = "prunekit_layer_units"
+"""Config attribute holding per-layer unit counts when layers differ in size (not a stock config)."""
 
 
 class Architecture(ABC):
@@ -28,6 +36,8 @@ class Architecture(ABC):
     """The ``config.model_type`` values this adapter handles."""
     dimensions: frozenset[Dimension]
     """Dimensions that can be sliced while the checkpoint stays a stock architecture."""
+    lora_targets: tuple[str, ...]
+    """Names of the linear modules a LoRA adapter should wrap (peft's ``target_modules``)."""
 
     @abstractmethod
     def layers(self, model: PreTrainedModel) -> nn.ModuleList:
@@ -43,6 +53,12 @@ class Architecture(ABC):
         transposed), the matrix weight-only pruners such as PruneNet score."""
 
     @abstractmethod
+    def output_projection(self, layer: nn.Module, dimension: Dimension) -> nn.Module:
+        """The module whose *input* features are the units of ``dimension`` (down_proj / fc2 for
+        FFN channels, o_proj for heads). Zeroing its input columns removes those units' effect;
+        activation-aware pruners hook its input."""
+
+    @abstractmethod
     def slice(self, layer: nn.Module, dimension: Dimension, keep: torch.Tensor) -> None:
         """Keep only the units at the sorted indices ``keep`` of ``dimension``, in place."""
 
@@ -51,6 +67,10 @@ class Architecture(ABC):
         """Rewrite the config fields of the sliced dimensions from the modules' actual shapes.
 
         Return ``False`` when layers differ in size, which no stock config can express."""
+
+    @abstractmethod
+    def drop_layers(self, model: PreTrainedModel, keep: list[int]) -> None:
+        """Keep only the decoder layers at the sorted indices ``keep`` and rewrite the config."""
 
 
 def resolve(model: PreTrainedModel, adapters: list[Architecture]) -> Architecture:
@@ -61,3 +81,181 @@ def resolve(model: PreTrainedModel, adapters: list[Architecture]) -> Architectur
             return adapter
     families = ", ".join(sorted({a.family for a in adapters})) or "none registered"
     raise UsageError(f"unsupported architecture {model_type!r}; supported families: {families}")
+
+
+# --- in-place module surgery, shared by every adapter ---------------------------------------
+
+
+def _replace(module: nn.Module, name: str, tensor: torch.Tensor) -> None:
+    """Swap a parameter for a smaller one; the old storage is freed as soon as nothing holds it."""
+    old = getattr(module, name)
+    setattr(module, name, nn.Parameter(tensor.contiguous(), requires_grad=old.requires_grad))
+
+
+def keep_outputs(module: nn.Module, keep: torch.Tensor) -> None:
+    """Keep the output features ``keep`` of a Linear or Conv1D (rows of W, or columns of Conv1D's W)."""
+    keep = keep.to(module.weight.device)
+    if isinstance(module, Conv1D):
+        _replace(module, "weight", module.weight.index_select(1, keep))
+        module.nf = len(keep)
+    else:
+        _replace(module, "weight", module.weight.index_select(0, keep))
+        module.out_features = len(keep)
+    if module.bias is not None:
+        _replace(module, "bias", module.bias.index_select(0, keep))
+
+
+def keep_inputs(module: nn.Module, keep: torch.Tensor) -> None:
+    """Keep the input features ``keep`` of a Linear or Conv1D; its bias is untouched."""
+    keep = keep.to(module.weight.device)
+    if isinstance(module, Conv1D):
+        _replace(module, "weight", module.weight.index_select(0, keep))
+        module.nx = len(keep)
+    else:
+        _replace(module, "weight", module.weight.index_select(1, keep))
+        module.in_features = len(keep)
+
+
+def out_features(module: nn.Module) -> int:
+    return module.nf if isinstance(module, Conv1D) else module.out_features
+
+
+def input_weight_columns(module: nn.Module) -> torch.Tensor:
+    """The weight as ``[out, in]`` whatever the module stores (a view of Conv1D's ``[in, out]``)."""
+    return module.weight.T if isinstance(module, Conv1D) else module.weight
+
+
+def head_rows(groups: torch.Tensor, heads_per_group: int, head_dim: int) -> torch.Tensor:
+    """Feature indices of whole heads: group ``g`` owns heads ``g*n .. g*n+n-1``, each ``head_dim`` wide.
+
+    Under grouped-query attention query head ``h`` reads KV head ``h // n`` (transformers'
+    ``repeat_kv``), so keeping KV group ``g`` means keeping its ``n`` query heads with it."""
+    heads = (groups[:, None] * heads_per_group + torch.arange(heads_per_group)).reshape(-1)
+    return (heads[:, None] * head_dim + torch.arange(head_dim)).reshape(-1)
+
+
+@dataclass(frozen=True)
+class AttentionLayout:
+    """Module paths of separate q/k/v/output projections, relative to a decoder layer."""
+
+    module: str
+    """The attention module itself (it knows ``head_dim``)."""
+    q: str
+    k: str
+    v: str
+    out: str
+
+
+@dataclass(frozen=True)
+class DecoderArchitecture(Architecture):
+    """An adapter described by module paths, for decoder-only models with the usual layout.
+
+    ``ffn_inputs`` are the projections whose output rows are FFN channels (gate and up, or fc1);
+    the first is the matrix weight-only pruners score. ``attention`` is given only where removing
+    heads keeps a stock config, i.e. where the model reads ``config.head_dim`` instead of deriving
+    it from ``hidden_size / num_attention_heads``.
+    """
+
+    family: str
+    model_types: tuple[str, ...]
+    layers_path: str
+    ffn_inputs: tuple[str, ...]
+    ffn_output: str
+    ffn_field: str
+    lora_targets: tuple[str, ...]
+    attention: AttentionLayout | None = None
+    dimensions: frozenset[Dimension] = field(init=False)
+
+    def __post_init__(self) -> None:
+        dims = {Dimension.FFN} | ({Dimension.HEADS} if self.attention else set())
+        object.__setattr__(self, "dimensions", frozenset(dims))
+
+    def layers(self, model: PreTrainedModel) -> nn.ModuleList:
+        return operator.attrgetter(self.layers_path)(model)
+
+    def _module(self, layer: nn.Module, path: str) -> nn.Module:
+        return layer.get_submodule(path)
+
+    def _attention(self, layer: nn.Module) -> AttentionLayout:
+        if self.attention is None:
+            raise UsageError(f"{self.family} models cannot drop attention heads into a stock checkpoint")
+        return self.attention
+
+    def head_shape(self, layer: nn.Module) -> tuple[int, int, int]:
+        """(KV groups, query heads per group, head_dim) of the layer as it is now."""
+        attn = self._attention(layer)
+        head_dim = self._module(layer, attn.module).head_dim
+        groups = out_features(self._module(layer, attn.k)) // head_dim
+        queries = out_features(self._module(layer, attn.q)) // head_dim
+        return groups, queries // groups, head_dim
+
+    def units(self, layer: nn.Module, dimension: Dimension) -> int:
+        if dimension is Dimension.FFN:
+            return out_features(self._module(layer, self.ffn_inputs[0]))
+        if dimension is Dimension.HEADS:
+            return self.head_shape(layer)[0]
+        raise UsageError(f"{self.family} layers have no units of {dimension.value}")
+
+    def ffn_input_weight(self, layer: nn.Module) -> torch.Tensor:
+        return input_weight_columns(self._module(layer, self.ffn_inputs[0]))
+
+    def output_projection(self, layer: nn.Module, dimension: Dimension) -> nn.Module:
+        if dimension is Dimension.FFN:
+            return self._module(layer, self.ffn_output)
+        return self._module(layer, self._attention(layer).out)
+
+    def slice(self, layer: nn.Module, dimension: Dimension, keep: torch.Tensor) -> None:
+        if dimension is Dimension.FFN:
+            for path in self.ffn_inputs:
+                keep_outputs(self._module(layer, path), keep)
+            keep_inputs(self._module(layer, self.ffn_output), keep)
+        elif dimension is Dimension.HEADS:
+            attn = self._attention(layer)
+            _, per_group, head_dim = self.head_shape(layer)
+            query_rows = head_rows(keep.cpu(), per_group, head_dim)
+            kv_rows = head_rows(keep.cpu(), 1, head_dim)
+            keep_outputs(self._module(layer, attn.q), query_rows)
+            keep_outputs(self._module(layer, attn.k), kv_rows)
+            keep_outputs(self._module(layer, attn.v), kv_rows)
+            keep_inputs(self._module(layer, attn.out), query_rows)
+        else:
+            raise UsageError(f"{self.family} layers cannot be sliced along {dimension.value}")
+
+    def sync_config(self, model: PreTrainedModel) -> bool:
+        layers = list(self.layers(model))
+        config = model.config
+        per_layer: dict[str, list[int]] = {}
+        ffn = [self.units(layer, Dimension.FFN) for layer in layers]
+        if len(set(ffn)) == 1:
+            setattr(config, self.ffn_field, ffn[0])
+        else:
+            per_layer[Dimension.FFN.value] = ffn
+        if self.attention is not None:
+            shapes = [self.head_shape(layer) for layer in layers]
+            groups = [g for g, _, _ in shapes]
+            _, per_group, head_dim = shapes[0]
+            config.head_dim = head_dim  # explicit, so it is not re-derived from hidden / heads
+            if len(set(groups)) == 1:
+                config.num_key_value_heads = groups[0]
+                config.num_attention_heads = groups[0] * per_group
+            else:
+                per_layer[Dimension.HEADS.value] = groups
+        if per_layer:
+            setattr(config, LAYER_UNITS_KEY, per_layer)
+        elif hasattr(config, LAYER_UNITS_KEY):
+            delattr(config, LAYER_UNITS_KEY)
+        return not per_layer
+
+    def drop_layers(self, model: PreTrainedModel, keep: list[int]) -> None:
+        layers = self.layers(model)
+        kept = nn.ModuleList(layers[i] for i in keep)
+        for new_index, layer in enumerate(kept):
+            for module in layer.modules():  # the KV cache is indexed by layer_idx
+                if hasattr(module, "layer_idx"):
+                    module.layer_idx = new_index
+        parent, _, name = self.layers_path.rpartition(".")
+        setattr(operator.attrgetter(parent)(model) if parent else model, name, kept)
+        config = model.config
+        config.num_hidden_layers = len(keep)
+        if getattr(config, "layer_types", None):
+            config.layer_types = [config.layer_types[i] for i in keep]

@@ -81,6 +81,13 @@ def main_options(
         handlers=[RichHandler(console=stderr, show_path=False)],
         force=True,
     )
+    # Progress is ours to show (rich, on stderr, hideable); transformers' own bars and advisory
+    # warnings would break the one-line error contract, so they appear only with -vv.
+    from transformers.utils import logging as hf_logging
+
+    if verbose < 2:
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
 
 
 ModelOpt = Annotated[

@@ -37,6 +37,13 @@ class Params(BaseModel):
         return 1 - self.after / self.before if self.before else 0.0
 
 
+class StageMemory(BaseModel):
+    """Resident memory of one stage in MB: at its start (``None`` where unknown) and its peak."""
+
+    start_mb: float | None
+    peak_mb: float
+
+
 class Report(BaseModel):
     """``report.json``: the output contract of design.md."""
 
@@ -50,6 +57,9 @@ class Report(BaseModel):
     timings: dict[str, float]
     """Seconds per stage."""
     peak_rss_mb: float
+    memory: dict[str, StageMemory]
+    """Per stage: resident memory at its start and its peak (the slicing stage's peak stays near
+    one layer's new weights beyond the model, since layers are sliced one at a time)."""
     stock: bool
     """Whether ``model/`` loads with stock ``AutoModelForCausalLM.from_pretrained``."""
     pruning: dict[str, Any]
@@ -161,8 +171,12 @@ def render_markdown(report: Report) -> str:
         lines += ["| metric | before | after | after / before |", "|---|---|---|---|"]
         lines += [f"| {n} | {_fmt(b)} | {_fmt(a)} | {_retention(b, a)} |" for n, b, a in rows]
         lines.append("")
-    lines += ["| stage | seconds |", "|---|---|"]
-    lines += [f"| {stage} | {seconds:.2f} |" for stage, seconds in report.timings.items()]
+    lines += ["| stage | seconds | memory at start (MB) | peak memory (MB) |", "|---|---|---|---|"]
+    for stage, seconds in report.timings.items():
+        used = report.memory.get(stage)
+        start = "" if used is None or used.start_mb is None else f"{used.start_mb:.0f}"
+        peak = "" if used is None else f"{used.peak_mb:.0f}"
+        lines.append(f"| {stage} | {seconds:.2f} | {start} | {peak} |")
     lines += ["", "Versions: " + ", ".join(f"{k} {v}" for k, v in report.versions.items()), ""]
     return "\n".join(lines)
 

@@ -7,13 +7,12 @@ output contract. All bad input is rejected before the first expensive step.
 from __future__ import annotations
 
 import logging
-import resource
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from prunekit import __version__, output
+from prunekit import __version__, memory, output
 from prunekit.errors import UsageError
 from prunekit.models import load_model
 from prunekit.payloads import EvalRequest, RecoverRequest, ScoreRequest, SliceRequest
@@ -30,29 +29,28 @@ log = logging.getLogger(__name__)
 
 
 class Stopwatch:
-    """Seconds per named stage, in the order the stages ran."""
+    """Seconds and resident memory (MB at the start, peak during) per named stage, in run order."""
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
+        self.memory: dict[str, output.StageMemory] = {}
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
         log.info("%s…", name)
+        start_mb = memory.current_mb()
+        memory.reset_peak()
         start = time.perf_counter()
         try:
             yield
         finally:
             self.seconds[name] = round(time.perf_counter() - start, 3)
+            self.memory[name] = output.StageMemory(start_mb=start_mb, peak_mb=memory.peak_mb())
 
 
 def count_parameters(model: nn.Module) -> int:
     """Unique parameters: tied embeddings count once, as the model card counts them."""
     return sum(p.numel() for p in model.parameters())
-
-
-def peak_rss_mb() -> float:
-    """The process's peak resident memory so far (Linux reports ru_maxrss in KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def run(config: RunConfig, plugins: Plugins) -> output.Report:
@@ -108,7 +106,7 @@ def run(config: RunConfig, plugins: Plugins) -> output.Report:
 
     directory.mkdir(parents=True, exist_ok=True)
     with clock.stage("save"):
-        output.save_model(model, tokenizer, directory / "model")
+        output.save_model(model.to(loaded.storage_dtype), tokenizer, directory / "model")
 
     report = output.Report(
         prunekit_version=__version__,
@@ -118,7 +116,8 @@ def run(config: RunConfig, plugins: Plugins) -> output.Report:
         params=output.Params(before=params_before, after=count_parameters(model)),
         metrics={"before": before, "after": after},
         timings=clock.seconds,
-        peak_rss_mb=round(peak_rss_mb(), 1),
+        peak_rss_mb=round(memory.lifetime_peak_mb(), 1),
+        memory=clock.memory,
         stock=stock,
         pruning=pruning,
         recovery=recovery,

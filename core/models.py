@@ -1,0 +1,114 @@
+"""Turning ``--model`` into a model and tokenizer: built-in names, local directories, Hub ids.
+
+Built-in names are ``smollm2-135m`` (the real model, :mod:`prunekit.smollm2`) and
+``tiny-<family>`` (:mod:`prunekit.tiny`). A local directory is loaded with stock
+``from_pretrained`` unless prunekit wrote it with per-layer sizes, which need :func:`prunekit.load`.
+Anything else is treated as a Hub id and loaded the ordinary way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from prunekit import smollm2, tiny
+from prunekit.errors import UsageError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+@dataclass
+class LoadedModel:
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase | None
+    storage_dtype: torch.dtype
+    """The dtype the checkpoint was stored in. Computation may be wider (float32 on CPU), but a
+    compressed model is saved in this dtype, so it is never larger on disk than its source."""
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UsageError("device 'cuda' requested but no CUDA device is available")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """``auto`` is float32 on CPU (exact, and fast there) and bfloat16 on CUDA."""
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return DTYPES[dtype]
+
+
+def local_path(name: str) -> Path | None:
+    """``name`` as a local directory, ``None`` for a Hub id; a path that does not exist is bad input."""
+    path = Path(name).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise UsageError(f"model path is not a directory: {name}")
+        return path
+    if name.startswith(("/", ".", "~")) or not HUB_ID.match(name):
+        raise UsageError(f"model path does not exist: {name}")
+    return None
+
+
+def load_model(name: str, dtype: str = "auto", device: str = "auto") -> LoadedModel:
+    """The model and tokenizer that ``--model name`` means, in eval mode on the chosen device."""
+    target = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, target)
+    if name.startswith(tiny.PREFIX):
+        loaded = LoadedModel(tiny.tiny_model(name.removeprefix(tiny.PREFIX)), tiny.tokenizer(), torch.float32)
+    else:
+        source: str | Path
+        source = smollm2.checkpoint_dir() if name == smollm2.NAME else (local_path(name) or name)
+        loaded = _from_pretrained(source, torch_dtype)
+    loaded.model = loaded.model.to(device=target, dtype=torch_dtype).eval()
+    return loaded
+
+
+def _from_pretrained(source: str | Path, dtype: torch.dtype) -> LoadedModel:
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    from prunekit import loading
+
+    try:
+        stored = getattr(AutoConfig.from_pretrained(source), "dtype", None)  # loading rewrites it
+        if isinstance(source, Path) and loading.needs_prunekit(source):
+            model = loading.load(source, dtype=dtype)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
+    except (OSError, ValueError) as exc:
+        reason = " ".join(str(exc).split())
+        raise UsageError(f"cannot load model {str(source)!r}: {reason}") from exc
+    tokenizer = None  # a bare checkpoint still slices; evaluators that need text say so
+    # transformers 5 builds an empty one-token tokenizer for a directory without tokenizer files
+    if not isinstance(source, Path) or any((source / name).is_file() for name in TOKENIZER_FILES):
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(source)
+        except (OSError, ValueError):
+            pass
+    return LoadedModel(model, tokenizer, stored if isinstance(stored, torch.dtype) else torch.float32)
+
+
+def fingerprint(model: PreTrainedModel) -> str:
+    """A short hash of the config and every weight: the identity caches (baselines, policies) key on.
+
+    Hashing the weights themselves, not a name or path, means a fine-tuned or re-saved model never
+    picks up another model's cache entry. It reads each tensor once (about a second for 135M)."""
+    digest = hashlib.sha256(json.dumps(model.config.to_diff_dict(), sort_keys=True, default=str).encode())
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()[:16]

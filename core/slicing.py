@@ -1,0 +1,68 @@
+"""The core's structural slicer (a core plugin) and the plan of which units each layer keeps.
+
+Scoring and slicing are separate steps: a pruner scores every unit once, :func:`keep_plan` turns
+the scores into kept indices for the run's ratio, and ``slice_layer`` removes the rest layer by
+layer, so peak memory stays near one layer's new weights beyond the model.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+
+from prunekit import hookimpl
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
+    from prunekit.architectures import Architecture
+    from prunekit.payloads import Dimension, Importance, SliceRequest
+
+
+def kept_units(units: int, ratio: float) -> int:
+    """``int((1 - ratio) * units)`` as the papers count it, but never fewer than one unit."""
+    return max(1, int((1 - ratio) * units))
+
+
+def keep_plan(
+    importances: list[Importance], ratio: float, architecture: Architecture, model: PreTrainedModel
+) -> list[dict[Dimension, torch.Tensor]]:
+    """Per layer, the sorted indices of the highest-scoring units to keep, per dimension.
+
+    A pruner's scores must cover every unit of every layer and be finite; anything else is a bug
+    in the pruner, reported with the layer it concerns rather than sliced into a wrong model.
+    """
+    layers = list(architecture.layers(model))
+    plan: list[dict[Dimension, torch.Tensor]] = [{} for _ in layers]
+    for importance in importances:
+        dim = importance.dimension
+        if len(importance.scores) != len(layers):
+            raise RuntimeError(f"{dim.value} scores cover {len(importance.scores)} layers, the model has {len(layers)}")
+        counts = importance.keep_counts
+        if counts is not None and len(counts) != len(layers):
+            raise RuntimeError(f"{dim.value} keep_counts cover {len(counts)} layers, the model has {len(layers)}")
+        for index, (layer, scores) in enumerate(zip(layers, importance.scores)):
+            units = architecture.units(layer, dim)
+            scores = scores.detach().float().reshape(-1).cpu()
+            if scores.numel() != units:
+                raise RuntimeError(f"layer {index}: {scores.numel()} {dim.value} scores for {units} units")
+            if not torch.isfinite(scores).all():
+                raise RuntimeError(f"layer {index}: {dim.value} scores contain NaN or Inf")
+            keep = kept_units(units, ratio) if counts is None else counts[index]
+            if not 0 < keep <= units:
+                raise RuntimeError(f"layer {index}: cannot keep {keep} of {units} {dim.value} units")
+            # stable sort: equal scores keep the lower index, so plans are reproducible
+            order = torch.sort(scores, descending=True, stable=True).indices[:keep]
+            plan[index][dim] = torch.sort(order).values
+    return plan
+
+
+@hookimpl(trylast=True)
+def slice_layer(request: SliceRequest) -> bool:
+    """Remove the units not kept, dimension by dimension, through the layer's adapter."""
+    layer = request.architecture.layers(request.model)[request.layer_index]
+    for dimension, keep in request.keep.items():
+        if len(keep) < request.architecture.units(layer, dimension):
+            request.architecture.slice(layer, dimension, keep)
+    return True

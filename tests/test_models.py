@@ -1,0 +1,114 @@
+"""What ``--model`` accepts: tiny built-ins, local checkpoints (stock or per-layer), the real model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+from typer.testing import CliRunner
+
+from prunekit.cli import app
+from prunekit.errors import UsageError
+from prunekit.models import fingerprint, load_model
+from prunekit.tiny import FAMILIES, tiny_model
+
+runner = CliRunner()
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_tiny_models_are_seeded_and_come_with_a_tokenizer(family):
+    loaded = load_model(f"tiny-{family}", device="cpu")
+    assert loaded.model.config.model_type == family and loaded.model.dtype == torch.float32
+    assert fingerprint(loaded.model) == fingerprint(tiny_model(family))
+    assert fingerprint(tiny_model(family, seed=1)) != fingerprint(tiny_model(family))
+    ids = loaded.tokenizer("héllo", return_tensors="pt").input_ids
+    assert loaded.tokenizer.decode(ids[0]) == "héllo" and ids.max() < loaded.model.config.vocab_size
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("/no/such/dir", "model path does not exist: /no/such/dir"),
+        ("./relative/dir", "model path does not exist"),
+        ("tiny-bloom", "no tiny model for family 'bloom'; available: llama"),
+        ("not a hub id", "model path does not exist"),
+    ],
+)
+def test_bad_model_names_are_usage_errors(name, message):
+    with pytest.raises(UsageError, match=message):
+        load_model(name)
+
+
+def test_a_file_is_not_a_model_directory(tmp_path):
+    path = tmp_path / "weights.bin"
+    path.write_text("")
+    with pytest.raises(UsageError, match="model path is not a directory"):
+        load_model(str(path))
+
+
+def test_an_unreachable_hub_id_is_a_one_line_usage_error(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(UsageError, match="cannot load model 'nobody/no-such-model'") as info:
+        load_model("nobody/no-such-model")
+    assert "\n" not in str(info.value)
+
+
+def test_cuda_without_a_gpu_is_a_usage_error():
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(UsageError, match="no CUDA device"):
+        load_model("tiny-llama", device="cuda")
+
+
+def test_a_local_checkpoint_loads_with_its_storage_dtype_recorded(tmp_path):
+    tiny_model("qwen2").to(torch.bfloat16).save_pretrained(tmp_path)
+    loaded = load_model(str(tmp_path), dtype="auto", device="cpu")
+    assert loaded.model.dtype == torch.float32 and loaded.storage_dtype == torch.bfloat16
+    assert loaded.tokenizer is None  # no tokenizer files: a bare checkpoint still slices
+
+
+def test_a_run_saves_in_the_source_dtype(tmp_path):
+    source = tmp_path / "source"
+    tiny_model("llama").to(torch.float16).save_pretrained(source)
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["run", "--model", str(source), "--plugins", "random", "--ratio", "0.5",
+                                 "--output", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    assert AutoModelForCausalLM.from_pretrained(out / "model").dtype == torch.float16
+
+
+def test_per_layer_checkpoints_load_through_model_names(tmp_path):
+    """``core eval --model DIR`` must accept what a per-layer pruner saved."""
+    from prunekit.manager import get_plugins
+    from prunekit.payloads import Dimension
+
+    model = tiny_model("llama")
+    arch = get_plugins().hooks([]).architecture_for(model)
+    for layer, count in zip(arch.layers(model), (96, 32)):
+        arch.slice(layer, Dimension.FFN, torch.arange(count))
+    assert arch.sync_config(model) is False
+    model.save_pretrained(tmp_path)
+    loaded = load_model(str(tmp_path), device="cpu")
+    assert [arch.units(layer, Dimension.FFN) for layer in arch.layers(loaded.model)] == [96, 32]
+
+
+@pytest.mark.slow
+def test_the_real_model_compresses_by_30_percent_of_its_ffn_into_a_stock_checkpoint(tmp_path):
+    out = tmp_path / "random-30"
+    result = runner.invoke(app, ["run", "--model", "smollm2-135m", "--plugins", "random", "--ratio", "0.3",
+                                 "--output", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    kept = int(0.7 * 1536)
+    assert kept == 1075
+    removed_per_layer = (1536 - kept) * 3 * 576  # gate and up rows, down columns; no biases
+    assert report["params"]["before"] == 134_515_008
+    assert report["params"]["after"] == 134_515_008 - 30 * removed_per_layer
+    saved = AutoModelForCausalLM.from_pretrained(out / "model")
+    assert saved.config.intermediate_size == 1075 and saved.dtype == torch.float16
+    assert sum(p.numel() for p in saved.parameters()) == report["params"]["after"]
+    # the slicer adds at most a few layers' worth of new weights to the process's memory
+    slice_memory = report["memory"]["slice"]
+    assert slice_memory["peak_mb"] - slice_memory["start_mb"] < 3 * 1536 * 576 * 4 * 3 / 2**20
