@@ -77,11 +77,11 @@ def build_config(path: Path | None, overrides: dict[str, Any]) -> RunConfig:
         raise UsageError(describe_validation_error(exc)) from exc
 
 
-def describe_validation_error(exc: ValidationError) -> str:
+def describe_validation_error(exc: ValidationError, prefix: str = "") -> str:
     """Pydantic's errors as one line: ``invalid config: ratio: Input should be less than 1 (got 1.5)``."""
     parts = []
     for error in exc.errors():
-        field = ".".join(str(loc) for loc in error["loc"]) or "config"
+        field = prefix + ".".join(str(loc) for loc in error["loc"]) or "config"
         got = f" (got {error['input']!r})" if error["type"] != "missing" else ""
         parts.append(f"{field}: {error['msg']}{got}")
     return "invalid config: " + "; ".join(parts)

@@ -3,6 +3,7 @@
 One run calls them in this order::
 
     register_architectures      (once, when plugins are loaded)
+    plugin_options              (once per run: each plugin's settings model validates options.<name>)
     evaluate(stage="before")    collect-all: every active evaluator adds metrics
     score_importance            first result: the active pruner decides
     slice_layer  x layers       first result: the core's structural slicer unless a plugin takes over
@@ -22,6 +23,8 @@ from typing import TYPE_CHECKING, Callable
 import pluggy
 
 if TYPE_CHECKING:
+    from pydantic import BaseModel
+
     from prunekit.architectures import Architecture
     from prunekit.payloads import (
         EvalRequest,
@@ -49,6 +52,18 @@ def register_architectures(register: Callable[[Architecture], None]) -> None:
     after slicing. The adapter whose ``model_types`` contains the loaded model's
     ``config.model_type`` handles it; a model no adapter claims is rejected with the list of
     supported families. Called once, when the plugin manager is built.
+    """
+
+
+@hookspec
+def plugin_options() -> type[BaseModel] | None:
+    """Declare the settings this plugin accepts under ``options.<plugin name>`` as a pydantic model.
+
+    The core validates a run's ``options.<name>`` against the model before anything runs (a bad
+    value is a one-line error naming ``options.<name>.<field>``), fills in the defaults, and
+    records the result in the report's resolved config. The plugin reads its settings back with
+    ``Model.model_validate(request.options("<name>"))``. Settings for a plugin that declares no
+    model are passed through unchecked; settings for a plugin that is not installed are an error.
     """
 
 

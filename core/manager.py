@@ -21,10 +21,14 @@ from typing import TYPE_CHECKING
 
 import pluggy
 
+from pydantic import BaseModel, ValidationError
+
 from prunekit import hookspecs
+from prunekit.config import describe_validation_error
 from prunekit.errors import UsageError
 
 if TYPE_CHECKING:
+    from prunekit.config import RunConfig
     from prunekit.hooks import Hooks
 
 log = logging.getLogger(__name__)
@@ -155,6 +159,36 @@ class Plugins:
                 )
             )
         return infos
+
+    def options_models(self) -> dict[str, type[BaseModel]]:
+        """Each plugin's declared settings model (``plugin_options``), by plugin name."""
+        return {
+            self.pm.get_name(impl.plugin): model
+            for impl in self.pm.hook.plugin_options.get_hookimpls()
+            if (model := impl.function()) is not None
+        }
+
+    def resolve_options(self, config: RunConfig) -> RunConfig:
+        """``config`` with every plugin's options validated and its defaults filled in.
+
+        Options for a plugin that is not installed are bad input (a misspelt name would otherwise
+        be ignored silently). Selected plugins with a settings model get their defaults even when
+        the config gives none, so the report records every setting that was in effect."""
+        models = self.options_models()
+        registered = {name for name, plugin in self.pm.list_name_plugin() if plugin is not None}
+        unknown = sorted(set(config.options) - registered)
+        if unknown:
+            raise UsageError(f"invalid config: options for unknown plugin {unknown[0]!r}")
+        resolved = dict(config.options)
+        for name in set(config.options) | (set(config.plugins) & set(models)):
+            if name not in models:
+                continue
+            try:
+                settings = models[name].model_validate(config.options.get(name, {}))
+            except ValidationError as exc:
+                raise UsageError(describe_validation_error(exc, prefix=f"options.{name}.")) from exc
+            resolved[name] = settings.model_dump(mode="json")
+        return config.model_copy(update={"options": resolved})
 
     def hooks(self, selected: list[str]) -> Hooks:
         """The typed hook facade for a run that uses the plugins named in ``selected``.

@@ -56,6 +56,7 @@ def count_parameters(model: nn.Module) -> int:
 def run(config: RunConfig, plugins: Plugins) -> output.Report:
     """Compress ``config.model`` with the selected plugins; write and return the report."""
     hooks = plugins.hooks(config.plugins)
+    config = plugins.resolve_options(config)
     if config.ratio > 0 and not hooks.has_pruner():
         raise UsageError(
             f"ratio {config.ratio:g} needs a pruner, and none of the selected plugins "
@@ -131,6 +132,7 @@ def run(config: RunConfig, plugins: Plugins) -> output.Report:
 def evaluate(config: RunConfig, plugins: Plugins) -> output.Evaluation:
     """Measure one model as it is with the active evaluators (``core eval``)."""
     hooks = plugins.hooks(config.plugins)
+    config = plugins.resolve_options(config)
     loaded = load_model(config.model, dtype=config.dtype, device=config.device)
     metrics = hooks.evaluate(EvalRequest(loaded.model, loaded.tokenizer, config, "after"))
     return output.Evaluation(

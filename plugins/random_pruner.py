@@ -1,30 +1,36 @@
 """``random``: keep ``int((1 - r) * n)`` units of every layer chosen uniformly at random, seeded.
 
 The "Random-PruneNet" baseline of the compression-laws paper, which every pruner must beat. Uniform
-scores from a generator seeded by the run's ``seed`` make the top-k a uniform random subset, and
-the same seed gives the same subset at every ratio's prefix of the ranking.
-
-Options (``options: {random: {...}}``): ``dimensions``, a list of ``ffn`` and/or ``heads``
-(default ``[ffn]``, the dimension PruneNet slices).
+scores from a generator seeded by the run's ``seed`` make the top-k a uniform random subset.
 """
 
 from __future__ import annotations
 
 import torch
+from pydantic import BaseModel, ConfigDict, Field
 
 from prunekit import hookimpl
-from prunekit.errors import UsageError
 from prunekit.payloads import Dimension, Importance, ScoreRequest
+
+
+class RandomOptions(BaseModel):
+    """Settings of ``random`` under ``options: {random: {...}}``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dimensions: list[Dimension] = Field(
+        default=[Dimension.FFN], min_length=1, description="Dimensions to slice: ffn and/or heads."
+    )
+
+
+@hookimpl
+def plugin_options() -> type[BaseModel]:
+    return RandomOptions
 
 
 @hookimpl
 def score_importance(request: ScoreRequest) -> list[Importance]:
-    options = request.options("random")
-    try:
-        dimensions = [Dimension(name) for name in options.get("dimensions", ["ffn"])]
-    except ValueError as exc:
-        valid = ", ".join(d.value for d in Dimension)
-        raise UsageError(f"options.random.dimensions: {exc} (choose from {valid})") from exc
+    options = RandomOptions.model_validate(request.options("random"))
     generator = torch.Generator().manual_seed(request.config.seed)
     layers = request.architecture.layers(request.model)
     return [
@@ -33,5 +39,5 @@ def score_importance(request: ScoreRequest) -> list[Importance]:
             [torch.rand(request.architecture.units(layer, dimension), generator=generator) for layer in layers],
             report={"criterion": "uniform random", "seed": request.config.seed},
         )
-        for dimension in dimensions
+        for dimension in options.dimensions
     ]

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
+# No test needs the Hugging Face Hub (CI has no route to it); set before any HF library is imported,
+# which reads these once, so a Hub id fails at once instead of after minutes of retries.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"

@@ -62,7 +62,7 @@ def test_plugins_list_json_shows_builtins_with_source_and_hooks():
     assert result.exit_code == 0, result.output
     rows = {row["name"]: row for row in json.loads(result.stdout)}
     assert rows["random"]["source"] == "builtin"
-    assert rows["random"]["hooks"] == ["score_importance"]
+    assert rows["random"]["hooks"] == ["plugin_options", "score_importance"]
     assert rows["slicer"]["core"] is True
 
 

@@ -78,3 +78,29 @@ def test_missing_config_file(tmp_path):
 
 def test_empty_file_with_flags_is_fine(tmp_path):
     assert build_config(write(tmp_path, "empty.yaml", ""), {"model": "m"}).model == "m"
+
+
+def test_plugin_options_are_validated_and_defaults_recorded():
+    from prunekit.manager import Plugins
+
+    plugins = Plugins()
+    resolved = plugins.resolve_options(RunConfig(model="m", plugins=["random"]))
+    assert resolved.options == {"random": {"dimensions": ["ffn"]}}
+    resolved = plugins.resolve_options(RunConfig(model="m", plugins=["random"], options={"random": {"dimensions": ["heads"]}}))
+    assert resolved.options["random"] == {"dimensions": ["heads"]}
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        ({"random": {"dimensions": ["depth"]}}, "invalid config: options.random.dimensions.0: Input should be 'ffn' or 'heads'"),
+        ({"random": {"dimension": ["ffn"]}}, "invalid config: options.random.dimension: Extra inputs are not permitted"),
+        ({"randon": {}}, "invalid config: options for unknown plugin 'randon'"),
+    ],
+)
+def test_bad_plugin_options_are_one_line_errors_naming_the_field(options, expected):
+    from prunekit.manager import Plugins
+
+    with pytest.raises(UsageError) as info:
+        Plugins().resolve_options(RunConfig(model="m", plugins=["random"], options=options))
+    assert str(info.value).startswith(expected) and "\n" not in str(info.value)

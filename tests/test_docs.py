@@ -41,9 +41,10 @@ def summary(name: str) -> str:
     return first.replace("``", "`")
 
 
-def test_there_are_five_pipeline_hooks_and_a_registration_hook():
+def test_there_are_five_pipeline_hooks_and_two_registration_hooks():
     assert hook_names() == [
-        "evaluate", "recover", "register_architectures", "score_importance", "select_ratio", "slice_layer",
+        "evaluate", "plugin_options", "recover", "register_architectures", "score_importance", "select_ratio",
+        "slice_layer",
     ]
 
 

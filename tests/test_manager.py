@@ -49,7 +49,7 @@ def test_builtins_are_registered_as_plugins():
     infos = {info.name: info for info in plugins.infos()}
     assert set(DEFAULT_PLUGINS) <= set(infos)
     assert infos["random"].source == "builtin" and not infos["random"].core
-    assert infos["random"].hooks == ("score_importance",)
+    assert infos["random"].hooks == ("plugin_options", "score_importance")
     assert all(infos[name].core for name in CORE_PLUGINS)
     assert "slice_layer" in infos["slicer"].hooks
 
