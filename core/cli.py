@@ -102,6 +102,10 @@ ConfigOpt = Annotated[Path | None, typer.Option("--config", help="Run config fil
 DeviceOpt = Annotated[str | None, typer.Option("--device", help="cpu, cuda or auto.")]
 DtypeOpt = Annotated[str | None, typer.Option("--dtype", help="auto, float32, float16 or bfloat16.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
+OptionOpt = Annotated[
+    list[str] | None,
+    typer.Option("--option", "-o", help="A plugin setting PLUGIN.KEY=VALUE (repeatable), e.g. -o lora.steps=50."),
+]
 
 
 @app.command()
@@ -117,6 +121,7 @@ def run(
     device: DeviceOpt = None,
     dtype: DtypeOpt = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Seed for every random choice.")] = None,
+    option: OptionOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Compress a model with the chosen plugins; write model/, report.json and report.md."""
@@ -128,6 +133,7 @@ def run(
         config,
         dict(model=model, plugins=plugins, ratio=ratio, tasks=tasks, limit=limit, output=output,
              device=device, dtype=dtype, seed=seed),
+        option,
     )
     report = pipeline.run(run_config, get_plugins())
     if as_json:
@@ -155,6 +161,7 @@ def eval_(
     config: ConfigOpt = None,
     device: DeviceOpt = None,
     dtype: DtypeOpt = None,
+    option: OptionOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Measure any model (a run's model/, a Hub id, a built-in name) with the active evaluators."""
@@ -165,6 +172,7 @@ def eval_(
     run_config = build_config(
         config,
         dict(model=model, plugins=plugins, tasks=tasks, limit=limit, device=device, dtype=dtype),
+        option,
     )
     evaluation = pipeline.evaluate(run_config, get_plugins())
     if as_json:

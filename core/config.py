@@ -67,10 +67,30 @@ def read_config_file(path: Path) -> dict[str, Any]:
     return data
 
 
-def build_config(path: Path | None, overrides: dict[str, Any]) -> RunConfig:
-    """The run config from an optional file, with the given (non-None) values on top."""
+def parse_option(assignment: str) -> tuple[str, str, Any]:
+    """``-o prunenet.episodes=5`` → ``("prunenet", "episodes", 5)``; the value is read as YAML,
+    so numbers, booleans and ``[a, b]`` lists arrive typed."""
+    key, sep, raw = assignment.partition("=")
+    plugin, dot, field = key.strip().partition(".")
+    if not (sep and dot and plugin and field):
+        raise UsageError(f"invalid option {assignment!r}: expected PLUGIN.KEY=VALUE, e.g. lora.steps=50")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return plugin, field.strip(), value
+
+
+def build_config(path: Path | None, overrides: dict[str, Any], options: list[str] | None = None) -> RunConfig:
+    """The run config from an optional file, with the given (non-None) values and ``-o`` options on top."""
     data = read_config_file(path) if path else {}
     data.update({key: value for key, value in overrides.items() if value is not None})
+    if options:
+        merged = {name: dict(values) for name, values in (data.get("options") or {}).items()} \
+            if isinstance(data.get("options"), dict) else {}
+        for plugin, field, value in map(parse_option, options):
+            merged.setdefault(plugin, {})[field] = value
+        data["options"] = merged
     try:
         return RunConfig.model_validate(data)
     except ValidationError as exc:

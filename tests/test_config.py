@@ -104,3 +104,15 @@ def test_bad_plugin_options_are_one_line_errors_naming_the_field(options, expect
     with pytest.raises(UsageError) as info:
         Plugins().resolve_options(RunConfig(model="m", plugins=["random"], options=options))
     assert str(info.value).startswith(expected) and "\n" not in str(info.value)
+
+
+def test_dash_o_options_are_typed_and_override_the_file(tmp_path):
+    path = write(tmp_path, "run.yaml", "model: m\noptions:\n  random: {dimensions: [ffn]}\n  lora: {rank: 8}\n")
+    config = build_config(path, {}, ["random.dimensions=[ffn, heads]", "lora.steps=50", "lora.merge=true"])
+    assert config.options == {"random": {"dimensions": ["ffn", "heads"]}, "lora": {"rank": 8, "steps": 50, "merge": True}}
+
+
+@pytest.mark.parametrize("assignment", ["steps=50", "lora.steps", ".steps=1", "lora.=1"])
+def test_malformed_dash_o_is_a_one_line_error(assignment):
+    with pytest.raises(UsageError, match="expected PLUGIN.KEY=VALUE"):
+        build_config(None, {"model": "m"}, [assignment])
