@@ -45,7 +45,7 @@ class Architecture(ABC):
 
     @abstractmethod
     def units(self, layer: nn.Module, dimension: Dimension) -> int:
-        """How many units of ``dimension`` the layer has now (FFN channels, or KV groups)."""
+        """How many units of ``dimension`` the layer has now (FFN channels, KV groups; 1 for layers)."""
 
     @abstractmethod
     def ffn_input_weight(self, layer: nn.Module) -> torch.Tensor:
@@ -167,7 +167,8 @@ class DecoderArchitecture(Architecture):
     dimensions: frozenset[Dimension] = field(init=False)
 
     def __post_init__(self) -> None:
-        dims = {Dimension.FFN} | ({Dimension.HEADS} if self.attention else set())
+        # every family can lose whole layers: drop_layers keeps the config stock
+        dims = {Dimension.FFN, Dimension.LAYERS} | ({Dimension.HEADS} if self.attention else set())
         object.__setattr__(self, "dimensions", frozenset(dims))
 
     def layers(self, model: PreTrainedModel) -> nn.ModuleList:
@@ -194,6 +195,8 @@ class DecoderArchitecture(Architecture):
             return out_features(self._module(layer, self.ffn_inputs[0]))
         if dimension is Dimension.HEADS:
             return self.head_shape(layer)[0]
+        if dimension is Dimension.LAYERS:
+            return 1  # a layer is one unit of depth: scored once, kept or dropped whole
         raise UsageError(f"{self.family} layers have no units of {dimension.value}")
 
     def ffn_input_weight(self, layer: nn.Module) -> torch.Tensor:

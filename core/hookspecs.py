@@ -74,9 +74,10 @@ def score_importance(request: ScoreRequest) -> list[Importance] | None:
     Return one :class:`~prunekit.payloads.Importance` per dimension pruned (higher score means
     keep), or ``None`` when this plugin is not a pruner. The core keeps the top
     ``int((1 - ratio) * units)`` units of every layer (or the pruner's own ``keep_counts``) and
-    hands them to :func:`slice_layer`. Only plugins selected for the run are asked; the first
-    answer wins. Must not modify the model: scoring and slicing are separate so that a score
-    can be reused at any ratio. Options come from ``request.options(<plugin name>)``.
+    hands them to :func:`slice_layer`; for ``Dimension.LAYERS`` (one score per layer) it keeps the
+    top ``int((1 - ratio) * layers)`` whole layers and drops the rest. Only plugins selected for
+    the run are asked; the first answer wins. Must not modify the model: scoring and slicing are
+    separate so that a score can be reused at any ratio. Options come from ``request.options(<plugin name>)``.
     """
 
 

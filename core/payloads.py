@@ -28,6 +28,9 @@ class Dimension(str, Enum):
     """FFN intermediate channels (rows of gate/up or fc1, columns of down or fc2)."""
     HEADS = "heads"
     """Attention heads; under grouped-query attention one unit is a KV group with its query heads."""
+    LAYERS = "layers"
+    """Whole decoder layers (depth): a pruner gives each layer one score, and the core keeps the
+    top ``int((1 - ratio) * layers)`` layers of the model rather than units within a layer."""
 
 
 @dataclass
@@ -54,10 +57,12 @@ class Importance:
 
     dimension: Dimension
     scores: list[torch.Tensor]
-    """One 1-D tensor per decoder layer, as long as that layer has units of ``dimension``."""
+    """One 1-D tensor per decoder layer, as long as that layer has units of ``dimension``
+    (for :attr:`Dimension.LAYERS`, one value: the layer's own score)."""
     keep_counts: list[int] | None = None
     """Units to keep per layer, when the pruner decides them itself. ``None`` keeps
-    ``int((1 - ratio) * units)`` in every layer, which is what a stock config can express."""
+    ``int((1 - ratio) * units)`` in every layer, which is what a stock config can express.
+    Not used with :attr:`Dimension.LAYERS`."""
     report: dict[str, Any] = field(default_factory=dict)
     """JSON-serialisable facts for the run report (settings, learning curve, timings)."""
 

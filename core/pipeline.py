@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING
 from prunekit import __version__, memory, output
 from prunekit.errors import UsageError
 from prunekit.models import load_model
-from prunekit.payloads import EvalRequest, RecoverRequest, ScoreRequest, SliceRequest
+from prunekit.payloads import Dimension, EvalRequest, RecoverRequest, ScoreRequest, SliceRequest
 from prunekit.progress import track
-from prunekit.slicing import keep_plan
+from prunekit.slicing import keep_plan, kept_layers
 
 if TYPE_CHECKING:
     from torch import nn
@@ -89,7 +89,13 @@ def run(config: RunConfig, plugins: Plugins) -> output.Report:
                 )
             pruning[importance.dimension.value] = importance.report
         plan = keep_plan(importances, config.ratio, architecture, model)
+        depth = kept_layers(importances, config.ratio, len(plan))
         with clock.stage("slice"):
+            if depth is not None:  # drop whole layers first; the survivors keep their own plans
+                architecture.drop_layers(model, depth)
+                removed = sorted(set(range(len(plan))) - set(depth))
+                pruning[Dimension.LAYERS.value] = {**pruning[Dimension.LAYERS.value], "removed_layers": removed}
+                plan = [plan[index] for index in depth]
             for index, keep in enumerate(track(plan, "slicing layers")):
                 hooks.slice_layer(SliceRequest(model, architecture, index, keep))
             stock = architecture.sync_config(model)

@@ -2,7 +2,9 @@
 
 Scoring and slicing are separate steps: a pruner scores every unit once, :func:`keep_plan` turns
 the scores into kept indices for the run's ratio, and ``slice_layer`` removes the rest layer by
-layer, so peak memory stays near one layer's new weights beyond the model.
+layer, so peak memory stays near one layer's new weights beyond the model. Depth is the one
+dimension planned across layers instead of within each: :func:`kept_layers` picks the decoder
+layers that stay, and the architecture's ``drop_layers`` removes the others.
 """
 
 from __future__ import annotations
@@ -12,12 +14,13 @@ from typing import TYPE_CHECKING
 import torch
 
 from prunekit import hookimpl
+from prunekit.payloads import Dimension
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
     from prunekit.architectures import Architecture
-    from prunekit.payloads import Dimension, Importance, SliceRequest
+    from prunekit.payloads import Importance, SliceRequest
 
 
 def kept_units(units: int, ratio: float) -> int:
@@ -32,11 +35,14 @@ def keep_plan(
 
     A pruner's scores must cover every unit of every layer and be finite; anything else is a bug
     in the pruner, reported with the layer it concerns rather than sliced into a wrong model.
+    Depth scores are left to :func:`kept_layers`.
     """
     layers = list(architecture.layers(model))
     plan: list[dict[Dimension, torch.Tensor]] = [{} for _ in layers]
     for importance in importances:
         dim = importance.dimension
+        if dim is Dimension.LAYERS:
+            continue
         if len(importance.scores) != len(layers):
             raise RuntimeError(f"{dim.value} scores cover {len(importance.scores)} layers, the model has {len(layers)}")
         counts = importance.keep_counts
@@ -56,6 +62,32 @@ def keep_plan(
             order = torch.sort(scores, descending=True, stable=True).indices[:keep]
             plan[index][dim] = torch.sort(order).values
     return plan
+
+
+def kept_layers(importances: list[Importance], ratio: float, layer_count: int) -> list[int] | None:
+    """The sorted indices of the top ``int((1 - ratio) * layers)`` decoder layers by their depth
+    score, or ``None`` when no pruner scored depth.
+
+    Checked like :func:`keep_plan`: exactly one finite score per layer, from one importance."""
+    depth = [importance for importance in importances if importance.dimension is Dimension.LAYERS]
+    if not depth:
+        return None
+    if len(depth) > 1:
+        raise RuntimeError(f"the pruner scored {Dimension.LAYERS.value} {len(depth)} times")
+    importance = depth[0]
+    if importance.keep_counts is not None:
+        raise RuntimeError(f"keep_counts does not apply to {Dimension.LAYERS.value}; the ratio decides")
+    if len(importance.scores) != layer_count:
+        raise RuntimeError(f"layers scores cover {len(importance.scores)} layers, the model has {layer_count}")
+    for index, score in enumerate(importance.scores):
+        if score.numel() != 1:
+            raise RuntimeError(f"layer {index}: {score.numel()} layers scores, expected one")
+    scores = torch.stack([score.detach().float().reshape(()).cpu() for score in importance.scores])
+    if not torch.isfinite(scores).all():
+        raise RuntimeError("layers scores contain NaN or Inf")
+    # stable sort, as in keep_plan: of equal scores the earlier layer stays
+    order = torch.sort(scores, descending=True, stable=True).indices[: kept_units(layer_count, ratio)]
+    return sorted(order.tolist())
 
 
 @hookimpl(trylast=True)

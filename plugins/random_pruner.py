@@ -19,7 +19,7 @@ class RandomOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     dimensions: list[Dimension] = Field(
-        default=[Dimension.FFN], min_length=1, description="Dimensions to slice: ffn and/or heads."
+        default=[Dimension.FFN], min_length=1, description="Dimensions to slice: ffn, heads and/or layers (depth)."
     )
 
 
