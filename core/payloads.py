@@ -40,6 +40,8 @@ class ScoreRequest:
     model: PreTrainedModel
     architecture: Architecture
     config: RunConfig
+    tokenizer: PreTrainedTokenizerBase | None = None
+    """The model's tokenizer, for pruners that score on calibration text."""
 
     @property
     def ratio(self) -> float:

@@ -78,7 +78,7 @@ def run(config: RunConfig, plugins: Plugins) -> output.Report:
     stock = True
     if config.ratio > 0:
         with clock.stage("score"):
-            importances = hooks.score_importance(ScoreRequest(model, architecture, config))
+            importances = hooks.score_importance(ScoreRequest(model, architecture, config, tokenizer=tokenizer))
         if not importances:
             raise RuntimeError(f"the selected pruners returned no importance for {config.model}")
         for importance in importances:
