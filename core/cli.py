@@ -212,5 +212,11 @@ def plugins_list(as_json: JsonOpt = False) -> None:
     stdout.print(table)
 
 
+# Mounted last: the sub-app builds on reports_errors and the option types defined above.
+from prunekit.laws.cli import laws_app  # noqa: E402
+
+app.add_typer(laws_app, name="laws")
+
+
 def main() -> None:
     app()
