@@ -293,12 +293,12 @@ class Probe:
     (as perplexity) and the mean probability of the right next token (as a task's ``acc``)."""
 
     def __init__(self) -> None:
-        self.calls = 0
+        self.calls = 0  # compressed models measured (stage "after"): one per point that ran
         self.tokens = torch.randint(0, 257, (4, 32), generator=torch.Generator().manual_seed(0))
 
     @hookimpl
     def evaluate(self, request):
-        self.calls += 1
+        self.calls += request.stage == "after"
         with torch.no_grad():
             logits = request.model(self.tokens).logits[:, :-1].float()
         loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), self.tokens[:, 1:].reshape(-1))
@@ -344,7 +344,7 @@ def test_sweep_runs_the_grid_through_the_pipeline_fits_and_resumes(sweep_plugins
     out = tmp_path / "sweep"
     result = sweep(out, "--ratios", "0.2,0.5,0.8", "--recover-sizes", "0,16", "--json")
     assert result.exit_code == 0, result.output
-    assert probe.calls == 12 and sorted(recovery.sizes) == [16, 16, 16]  # before+after per point; D>0 only
+    assert probe.calls == 6 and sorted(recovery.sizes) == [16, 16, 16]  # recovery only where D > 0
 
     points = json.loads((out / "results.json").read_text())
     assert [(p["ratio"], p["recover_size"]) for p in points] == [
@@ -362,10 +362,10 @@ def test_sweep_runs_the_grid_through_the_pipeline_fits_and_resumes(sweep_plugins
 
     # Rerunning the same command reruns nothing; a wider grid runs only the new points.
     assert sweep(out, "--ratios", "0.2,0.5,0.8", "--recover-sizes", "0,16").exit_code == 0
-    assert probe.calls == 12
+    assert probe.calls == 6
     result = sweep(out, "--ratios", "0.2,0.5,0.8,0.65", "--recover-sizes", "0,16")
     assert result.exit_code == 0, result.output
-    assert probe.calls == 16 and "finished earlier, reused" in result.stderr
+    assert probe.calls == 8 and "finished earlier, reused" in result.stderr
     assert len(json.loads((out / "results.json").read_text())) == 8
 
 
@@ -377,7 +377,7 @@ def test_an_interrupted_point_is_run_again(sweep_plugins, tmp_path):
     (out / "points" / "r0.6-d0" / "report.json").unlink()  # killed after saving the model
     result = sweep(out, "--ratios", "0.3,0.6", "--recover-sizes", "0", "--keep-models")
     assert result.exit_code == 0, result.output
-    assert probe.calls == 6 and (out / "points" / "r0.6-d0" / "report.json").is_file()
+    assert probe.calls == 3 and (out / "points" / "r0.6-d0" / "report.json").is_file()
 
 
 def test_default_sweep_directory_is_fixed_so_the_same_command_resumes(tmp_path):
