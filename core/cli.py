@@ -88,6 +88,7 @@ def main_options(
     if verbose < 2:
         hf_logging.disable_progress_bar()
         hf_logging.set_verbosity_error()
+        logging.getLogger("lm_eval").setLevel(logging.ERROR)  # advice meant for its own CLI users
 
 
 ModelOpt = Annotated[
@@ -148,6 +149,13 @@ def run(
     for name, before, after in metric_rows(report.metrics["before"], report.metrics["after"]):
         table.add_row(name, *("" if v is None else f"{v:.4g}" for v in (before, after)))
     stdout.print(table)
+    kept = report.retention
+    if kept.average_retention is not None:
+        stdout.print(f"Zero-shot average {kept.average_before:.4f} → {kept.average_after:.4f} "
+                     f"({kept.average_retention:.1%} retained)", highlight=False)
+    if report.speedup:
+        stdout.print("Speedup " + ", ".join(f"{k.removesuffix('_tokens_per_s')} {v:.2f}×" for k, v in report.speedup.items()),
+                     highlight=False)
     stdout.print(f"Wrote {report.config.output}", highlight=False)
 
 

@@ -72,6 +72,17 @@ class Hooks:
         """Every active evaluator's metrics, merged; a metric reported twice is an error."""
         return merge_metrics(self._evaluate(request=request))
 
+    def evaluators(self) -> list[str]:
+        """The names of the evaluators this run asks, in the order pluggy calls them."""
+        return [self._pm.get_name(impl.plugin) for impl in reversed(self._evaluate.get_hookimpls())]
+
+    def evaluate_one(self, name: str, request: EvalRequest) -> Metrics | None:
+        """One evaluator's metrics alone, so a caller can reuse the others' cached results."""
+        others = [plugin for other, plugin in self._pm.list_name_plugin() if plugin and other != name]
+        results = self._pm.subset_hook_caller("evaluate", others)(request=request)
+        return results[0] if results else None
+
+
     def select_ratio(self, request: SelectRequest) -> Selection | None:
         return self._select(request=request)
 
@@ -79,11 +90,12 @@ class Hooks:
 def merge_metrics(parts: list[Metrics]) -> Metrics:
     merged = Metrics()
     for part in parts:
-        if part.perplexity is not None:
-            if merged.perplexity is not None:
-                raise RuntimeError("two evaluators reported perplexity")
-            merged.perplexity = part.perplexity
-        for field in ("tasks", "latency", "extra"):
+        for field in ("perplexity", "loss"):
+            if getattr(part, field) is not None:
+                if getattr(merged, field) is not None:
+                    raise RuntimeError(f"two evaluators reported {field}")
+                setattr(merged, field, getattr(part, field))
+        for field in ("tasks", "primary_metric", "latency", "extra", "details"):
             target, source = getattr(merged, field), getattr(part, field)
             clash = target.keys() & source.keys()
             if clash:

@@ -46,6 +46,9 @@ CORE_PLUGINS: dict[str, str] = {
 DEFAULT_PLUGINS: dict[str, str] = {
     **CORE_PLUGINS,
     "random": "prunekit.plugins.random_pruner",
+    "perplexity": "prunekit.plugins.evaluators.perplexity",
+    "zeroshot": "prunekit.plugins.evaluators.zeroshot",
+    "latency": "prunekit.plugins.evaluators.speed",
 }
 """Every built-in plugin, by the name users give to ``--plugins``."""
 

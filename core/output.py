@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import platform
 import shutil
+import statistics
 import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -35,6 +36,87 @@ class Params(BaseModel):
     def reduction(self) -> float:
         """Whole-model parameter reduction, whatever dimension the ratio targeted."""
         return 1 - self.after / self.before if self.before else 0.0
+
+
+class DiskBytes(BaseModel):
+    """Bytes of the weight files (safetensors or bin) of the source checkpoint and of ``model/``."""
+
+    before: int | None
+    """``None`` where the source is not a local folder (a built-in tiny model, a Hub id)."""
+    after: int
+
+
+class Baseline(BaseModel):
+    """Where the report's "before" metrics came from (see :mod:`prunekit.baselines`)."""
+
+    fingerprint: str | None
+    """The uncompressed model's fingerprint; ``None`` when nothing could be cached."""
+    cached: list[str]
+    """Evaluators whose "before" metrics were read from the cache."""
+    measured: list[str]
+    """Evaluators that measured the uncompressed model in this run."""
+
+
+class TaskRetention(BaseModel):
+    metric: str
+    """The task's primary metric, the one averages and retention use."""
+    before: float
+    after: float
+    retention: float | None
+    """``after / before``."""
+
+
+class Retention(BaseModel):
+    """How much of the uncompressed model's zero-shot accuracy the compressed one keeps."""
+
+    tasks: dict[str, TaskRetention]
+    average_before: float | None
+    """Mean of the tasks' primary metrics: the pruning papers' zero-shot average."""
+    average_after: float | None
+    average_retention: float | None
+    """``average_after / average_before`` (the papers' "% retained")."""
+    mean_task_retention: float | None
+    """Mean over tasks of each task's ``after / before``."""
+
+
+def _ratio(after: float | None, before: float | None) -> float | None:
+    return after / before if after is not None and before else None
+
+
+def retention(before: Metrics, after: Metrics) -> Retention:
+    """Per-task and averaged retention over the tasks both stages scored."""
+    tasks = {}
+    for task, metric in after.primary_metric.items():
+        if task in before.tasks and metric in before.tasks[task]:
+            b, a = before.tasks[task][metric], after.tasks[task][metric]
+            tasks[task] = TaskRetention(metric=metric, before=b, after=a, retention=_ratio(a, b))
+    average_before = statistics.fmean(t.before for t in tasks.values()) if tasks else None
+    average_after = statistics.fmean(t.after for t in tasks.values()) if tasks else None
+    ratios = [t.retention for t in tasks.values() if t.retention is not None]
+    return Retention(
+        tasks=tasks,
+        average_before=average_before,
+        average_after=average_after,
+        average_retention=_ratio(average_after, average_before),
+        mean_task_retention=statistics.fmean(ratios) if ratios else None,
+    )
+
+
+def speedup(before: Metrics, after: Metrics) -> dict[str, float]:
+    """``after / before`` of every throughput (latency keys ending in ``_tokens_per_s``) both measured."""
+    return {
+        name: value
+        for name in sorted(before.latency.keys() & after.latency.keys())
+        if name.endswith("_tokens_per_s") and (value := _ratio(after.latency[name], before.latency[name])) is not None
+    }
+
+
+def weight_bytes(directory: str | Path | None) -> int | None:
+    """Bytes of the weight files in a checkpoint folder; ``None`` if it is not a local folder."""
+    if not directory or not Path(directory).is_dir():
+        return None
+    files = [f for f in Path(directory).iterdir() if f.suffix in (".safetensors", ".bin") and f.is_file()]
+    return sum(f.stat().st_size for f in files) if files else None
 
 
 class StageMemory(BaseModel):
@@ -67,6 +149,19 @@ class Report(BaseModel):
     recovery: dict[str, Any] | None
     versions: dict[str, str]
     config: RunConfig
+    disk_bytes: DiskBytes | None = None
+    baseline: Baseline | None = None
+
+    @computed_field
+    @property
+    def retention(self) -> Retention:
+        return retention(self.metrics["before"], self.metrics["after"])
+
+    @computed_field
+    @property
+    def speedup(self) -> dict[str, float]:
+        """``after / before`` of each median throughput: above 1 means faster."""
+        return speedup(self.metrics["before"], self.metrics["after"])
 
 
 class Evaluation(BaseModel):
@@ -75,6 +170,7 @@ class Evaluation(BaseModel):
     prunekit_version: str
     model: str
     params: int
+    disk_bytes: int | None = None
     metrics: Metrics
     versions: dict[str, str]
     config: RunConfig
@@ -143,8 +239,9 @@ def _fmt(value: float | None) -> str:
 def metric_rows(before: Metrics, after: Metrics) -> list[tuple[str, float | None, float | None]]:
     """(name, before, after) for every metric either stage measured, in a stable order."""
     rows: list[tuple[str, float | None, float | None]] = []
-    if before.perplexity is not None or after.perplexity is not None:
-        rows.append(("perplexity", before.perplexity, after.perplexity))
+    for name in ("perplexity", "loss"):
+        if getattr(before, name) is not None or getattr(after, name) is not None:
+            rows.append((name, getattr(before, name), getattr(after, name)))
     for task in sorted(before.tasks.keys() | after.tasks.keys()):
         b, a = before.tasks.get(task, {}), after.tasks.get(task, {})
         rows += [(f"{task} {m}", b.get(m), a.get(m)) for m in sorted(b.keys() | a.keys())]
@@ -152,6 +249,43 @@ def metric_rows(before: Metrics, after: Metrics) -> list[tuple[str, float | None
         b, a = getattr(before, group), getattr(after, group)
         rows += [(name, b.get(name), a.get(name)) for name in sorted(b.keys() | a.keys())]
     return rows
+
+
+def _compact(value: Any) -> str:
+    """A detail value on one line: floats to 4 significant digits, containers inline."""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {_compact(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_compact(v) for v in value) + "]"
+    return str(value)
+
+
+def _baseline_line(baseline: Baseline | None) -> list[str]:
+    if baseline is None:
+        return []
+    parts = []
+    if baseline.cached:
+        parts.append(f"{', '.join(baseline.cached)} from the cache (model fingerprint {baseline.fingerprint})")
+    if baseline.measured:
+        parts.append(f"{', '.join(baseline.measured)} measured in this run")
+    return [f"- baseline (before): {'; '.join(parts)}"] if parts else []
+
+
+def _summary_lines(report: Report) -> list[str]:
+    lines = []
+    kept = report.retention
+    if kept.average_retention is not None:
+        scored_by = ", ".join(f"{t.metric} for {task}" for task, t in kept.tasks.items())
+        lines.append(
+            f"Zero-shot average ({scored_by}): {kept.average_before:.4f} → {kept.average_after:.4f}, "
+            f"{kept.average_retention:.1%} retained (mean per-task retention {kept.mean_task_retention:.1%})."
+        )
+    if report.speedup:
+        rates = ", ".join(f"{name.removesuffix('_tokens_per_s')} {value:.2f}×" for name, value in report.speedup.items())
+        lines.append(f"Speedup (after / before, median tokens/s): {rates}.")
+    return lines + [""] if lines else []
 
 
 def render_markdown(report: Report) -> str:
@@ -164,12 +298,21 @@ def render_markdown(report: Report) -> str:
         f"({report.params.reduction:.1%} fewer)",
         f"- stock checkpoint: {'yes' if report.stock else 'no — load with prunekit.load(DIR)'}",
         f"- peak memory (RSS): {report.peak_rss_mb:.0f} MB",
-        "",
     ]
+    if report.disk_bytes is not None:
+        before = "?" if report.disk_bytes.before is None else f"{report.disk_bytes.before / 1e6:,.1f} MB"
+        lines.append(f"- weights on disk: {before} → {report.disk_bytes.after / 1e6:,.1f} MB")
+    lines += _baseline_line(report.baseline) + [""]
     rows = metric_rows(report.metrics["before"], report.metrics["after"])
     if rows:
         lines += ["| metric | before | after | after / before |", "|---|---|---|---|"]
         lines += [f"| {n} | {_fmt(b)} | {_fmt(a)} | {_retention(b, a)} |" for n, b, a in rows]
+        lines.append("")
+    lines += _summary_lines(report)
+    details = report.metrics["after"].details
+    if details:
+        lines += ["How it was measured (the same for before and after):", ""]
+        lines += [f"- {name}: {_compact(value)}" for name, value in details.items()]
         lines.append("")
     lines += ["| stage | seconds | memory at start (MB) | peak memory (MB) |", "|---|---|---|---|"]
     for stage, seconds in report.timings.items():

@@ -125,11 +125,22 @@ class Metrics:
     """Measurements of one model. Each evaluator fills the parts it measures; the core merges them."""
 
     perplexity: float | None = None
+    loss: float | None = None
+    """Mean token cross-entropy (nats) on the perplexity text, ``perplexity == exp(loss)``: the
+    "test loss" that compression laws fit."""
     tasks: dict[str, dict[str, float]] = field(default_factory=dict)
     """``{task: {metric: value}}``, lm-eval's task and metric names."""
+    primary_metric: dict[str, str] = field(default_factory=dict)
+    """The metric that scores each task in averages and retention (e.g. ``acc_norm`` for PIQA,
+    ``acc`` for WinoGrande, as the pruning papers average them)."""
     latency: dict[str, float] = field(default_factory=dict)
+    """Speed and memory. A key ending in ``_tokens_per_s`` is a throughput (median of repeated
+    runs): the report divides after by before to give the speedup."""
     extra: dict[str, float] = field(default_factory=dict)
     """Anything else a third-party evaluator measures, by a name it owns."""
+    details: dict[str, Any] = field(default_factory=dict)
+    """How each evaluator measured (data, lengths, versions, protocol), by evaluator name; not
+    compared between stages."""
 
 
 @dataclass

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from prunekit import __version__, memory, output
+from prunekit import __version__, baselines, memory, output
 from prunekit.errors import UsageError
 from prunekit.models import load_model
 from prunekit.payloads import Dimension, EvalRequest, RecoverRequest, ScoreRequest, SliceRequest
@@ -53,10 +53,18 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def with_evaluator_options(config: RunConfig, evaluators: list[str]) -> RunConfig:
+    """``config`` with an (empty) options entry for every evaluator that will measure, so that
+    their settings are validated up front and their defaults recorded in the report, whether or
+    not the run named them."""
+    missing = {name: {} for name in evaluators if name not in config.options}
+    return config.model_copy(update={"options": {**config.options, **missing}}) if missing else config
+
+
 def run(config: RunConfig, plugins: Plugins) -> output.Report:
     """Compress ``config.model`` with the selected plugins; write and return the report."""
     hooks = plugins.hooks(config.plugins)
-    config = plugins.resolve_options(config)
+    config = plugins.resolve_options(with_evaluator_options(config, hooks.evaluators()))
     if config.ratio > 0 and not hooks.has_pruner():
         raise UsageError(
             f"ratio {config.ratio:g} needs a pruner, and none of the selected plugins "
@@ -72,7 +80,7 @@ def run(config: RunConfig, plugins: Plugins) -> output.Report:
     params_before = count_parameters(model)
 
     with clock.stage("evaluate_before"):
-        before = hooks.evaluate(EvalRequest(model, tokenizer, config, "before"))
+        before, baseline = baselines.evaluate_before(hooks, plugins, EvalRequest(model, tokenizer, config, "before"))
 
     pruning: dict[str, object] = {}
     stock = True
@@ -130,6 +138,10 @@ def run(config: RunConfig, plugins: Plugins) -> output.Report:
         recovery=recovery,
         versions=output.package_versions(),
         config=config.model_copy(update={"output": directory}),
+        disk_bytes=output.DiskBytes(
+            before=output.weight_bytes(loaded.model.name_or_path), after=output.weight_bytes(directory / "model")
+        ),
+        baseline=baseline,
     )
     output.write_report(report, directory)
     return report
@@ -138,13 +150,14 @@ def run(config: RunConfig, plugins: Plugins) -> output.Report:
 def evaluate(config: RunConfig, plugins: Plugins) -> output.Evaluation:
     """Measure one model as it is with the active evaluators (``core eval``)."""
     hooks = plugins.hooks(config.plugins)
-    config = plugins.resolve_options(config)
+    config = plugins.resolve_options(with_evaluator_options(config, hooks.evaluators()))
     loaded = load_model(config.model, dtype=config.dtype, device=config.device)
     metrics = hooks.evaluate(EvalRequest(loaded.model, loaded.tokenizer, config, "after"))
     return output.Evaluation(
         prunekit_version=__version__,
         model=config.model,
         params=count_parameters(loaded.model),
+        disk_bytes=output.weight_bytes(loaded.model.name_or_path),
         metrics=metrics,
         versions=output.package_versions(),
         config=config,

@@ -171,20 +171,26 @@ def make_points(truth_loss=PAPER_LOSS, truth_accuracy=PAPER_ACCURACY, model="m",
     ]
 
 
-def test_point_from_a_run_report_uses_log_perplexity_and_the_tasks_both_stages_measured(tmp_path):
+def test_point_from_a_run_report_uses_log_perplexity_and_compares_like_for_like(tmp_path):
     report = {
         "model": "tiny-llama", "ratio": 0.3,
         "metrics": {
-            "before": {"perplexity": 20.0, "tasks": {"piqa": {"acc,none": 0.6, "acc_norm,none": 0.62},
-                                                     "arc_easy": {"acc,none": 0.5}, "extra": {"acc,none": 0.9}}},
-            "after": {"perplexity": 30.0, "tasks": {"piqa": {"acc,none": 0.55}, "arc_easy": {"acc,none": 0.4}}},
+            "before": {"perplexity": 20.0, "tasks": {
+                "piqa": {"acc": 0.6, "acc_norm": 0.62}, "winogrande": {"acc,none": 0.5},
+                "arc_easy": {"acc": 0.7, "acc_norm": 0.66}, "only_before": {"acc": 0.9}}},
+            "after": {"perplexity": 30.0, "tasks": {
+                "piqa": {"acc": 0.55, "acc_norm": 0.58}, "winogrande": {"acc,none": 0.4}, "arc_easy": {"acc": 0.5}}},
         },
     }
     point = point_from_report(report, 1000, tmp_path)
     assert point.loss == pytest.approx(math.log(30)) and point.baseline_loss == pytest.approx(math.log(20))
-    assert point.accuracy == pytest.approx(0.475) and point.baseline_accuracy == pytest.approx(0.55)
-    assert point.tasks == {"arc_easy": 0.4, "piqa": 0.55} and point.recover_size == 1000
-    assert point_from_report(report, 0, tmp_path, metric="acc_norm").accuracy is None
+    # primary metric: acc_norm where both stages report it (piqa), else acc; tasks of both stages only
+    assert point.tasks == {"arc_easy": 0.5, "piqa": 0.58, "winogrande": 0.4}
+    assert point.baseline_tasks == {"arc_easy": 0.7, "piqa": 0.62, "winogrande": 0.5}
+    assert point.accuracy == pytest.approx(1.48 / 3) and point.baseline_accuracy == pytest.approx(1.82 / 3)
+    assert point.recover_size == 1000
+    assert point_from_report(report, 0, tmp_path, metric="acc").tasks == {"arc_easy": 0.5, "piqa": 0.55, "winogrande": 0.4}
+    assert point_from_report(report, 0, tmp_path, metric="f1").accuracy is None
 
 
 def test_fit_points_fits_every_form_for_both_metrics_and_derives_r_star():
@@ -303,7 +309,7 @@ class Probe:
             logits = request.model(self.tokens).logits[:, :-1].float()
         loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), self.tokens[:, 1:].reshape(-1))
         right = logits.softmax(-1).gather(-1, self.tokens[:, 1:, None]).mean()
-        return Metrics(perplexity=math.exp(loss.item()), tasks={"probe": {"acc,none": right.item()}})
+        return Metrics(perplexity=math.exp(loss.item()), tasks={"probe": {"acc": right.item()}})
 
 
 class FakeRecoveryOptions(BaseModel):
@@ -351,7 +357,7 @@ def test_sweep_runs_the_grid_through_the_pipeline_fits_and_resumes(sweep_plugins
         (0.2, 0), (0.5, 0), (0.8, 0), (0.2, 16), (0.5, 16), (0.8, 16)]
     first = json.loads((out / "points" / "r0.2-d0" / "report.json").read_text())
     assert points[0]["loss"] == pytest.approx(math.log(first["metrics"]["after"]["perplexity"]))
-    assert points[0]["accuracy"] == first["metrics"]["after"]["tasks"]["probe"]["acc,none"]
+    assert points[0]["accuracy"] == first["metrics"]["after"]["tasks"]["probe"]["acc"]
     assert len({p["baseline_loss"] for p in points}) == 1
     assert json.loads((out / "points" / "r0.5-d16" / "report.json").read_text())["recovery"] == {"samples": 16}
     assert not list(out.glob("points/*/model")), "models are removed once their report is written"

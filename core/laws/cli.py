@@ -101,11 +101,11 @@ def sweep(
     plugins: PluginsOpt = None,
     ratios: Annotated[str, typer.Option("--ratios", help="Comma-separated ratios in (0, 1).")] = "0.1,0.3,0.5,0.7,0.9",
     recover_sizes: Annotated[
-        str, typer.Option("--recover-sizes", help="Comma-separated recovery data sizes D; 0 = no recovery.")
-    ] = "0,1000,4000",
+        str, typer.Option("--recover-sizes", help="Comma-separated recovery sizes D, in the unit of the --recovery option; 0 = none.")
+    ] = "0,40",
     recovery: Annotated[
         str, typer.Option("--recovery", help="PLUGIN.KEY that recovers and receives D as that option.")
-    ] = "lora.samples",
+    ] = "lora.steps",
     tasks: TasksOpt = None,
     limit: LimitOpt = None,
     config: ConfigOpt = None,
@@ -115,8 +115,9 @@ def sweep(
     seed: Annotated[int | None, typer.Option("--seed", help="Seed for every random choice.")] = None,
     option: OptionOpt = None,
     accuracy_metric: Annotated[
-        str, typer.Option("--accuracy-metric", help="lm-eval metric averaged over the tasks as accuracy.")
-    ] = "acc",
+        str, typer.Option("--accuracy-metric", help="lm-eval metric averaged over the tasks as accuracy; "
+                          "primary: acc_norm where reported, else acc.")
+    ] = "primary",
     retention: RetentionOpt = 0.8,
     keep_models: Annotated[bool, typer.Option("--keep-models", help="Keep every point's model/ checkpoint.")] = False,
     as_json: JsonOpt = False,

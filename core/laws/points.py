@@ -3,8 +3,9 @@
 A point comes from one run's ``report.json`` (the pipeline measures the uncompressed model as
 ``before`` and the compressed one as ``after``, with the same evaluators) and the recovery data
 size the sweep gave it. Test loss is the cross-entropy on held-out text, ``log(perplexity)``;
-accuracy is the mean over the zero-shot tasks of one lm-eval metric (``acc`` by default, the
-metric the five tasks' group averages).
+accuracy is the mean over the zero-shot tasks of each task's primary metric (``acc_norm`` where
+lm-eval reports it, else ``acc``: the pruning papers' convention, which the ``zeroshot`` evaluator
+follows too), or of one named metric.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from prunekit.errors import UsageError
 
 RESULTS_FILE = "results.json"
+PRIMARY = "primary"
+PRIMARY_ORDER = ("acc_norm", "acc")
 
 
 class Point(BaseModel):
@@ -43,9 +46,22 @@ def _task_metric(values: dict[str, float], metric: str) -> float | None:
     return None if value is None else float(value)
 
 
-def task_scores(tasks: dict[str, dict[str, float]], metric: str) -> dict[str, float]:
-    """``{task: value of metric}`` for the tasks that report ``metric``."""
-    return {name: v for name, values in sorted(tasks.items()) if (v := _task_metric(values, metric)) is not None}
+def task_scores(
+    before: dict[str, dict[str, float]], after: dict[str, dict[str, float]], metric: str
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Per-task scores of the baseline and the compressed model, on the tasks and the metric both
+    stages report, so the two are always compared like for like. ``primary`` takes ``acc_norm``
+    where both have it, else ``acc``."""
+    names = PRIMARY_ORDER if metric == PRIMARY else (metric,)
+    base: dict[str, float] = {}
+    compressed: dict[str, float] = {}
+    for task in sorted(before.keys() & after.keys()):
+        for name in names:
+            b, a = _task_metric(before[task], name), _task_metric(after[task], name)
+            if a is not None and b is not None:
+                base[task], compressed[task] = b, a
+                break
+    return base, compressed
 
 
 def _loss(metrics: dict[str, Any]) -> float | None:
@@ -53,22 +69,24 @@ def _loss(metrics: dict[str, Any]) -> float | None:
     return None if perplexity is None else math.log(perplexity)
 
 
-def point_from_report(report: dict[str, Any], recover_size: int, run: Path, metric: str = "acc") -> Point:
-    """The point a finished run measured. Accuracy averages the tasks both stages measured, so the
-    compressed model and its baseline are compared on the same tasks."""
+def _mean(scores: dict[str, float]) -> float | None:
+    return sum(scores.values()) / len(scores) if scores else None
+
+
+def point_from_report(report: dict[str, Any], recover_size: int, run: Path, metric: str = PRIMARY) -> Point:
+    """The point a finished run measured."""
     before, after = report["metrics"]["before"], report["metrics"]["after"]
-    after_tasks, before_tasks = task_scores(after.get("tasks", {}), metric), task_scores(before.get("tasks", {}), metric)
-    common = sorted(after_tasks.keys() & before_tasks.keys())
+    base, compressed = task_scores(before.get("tasks", {}), after.get("tasks", {}), metric)
     return Point(
         model=report["model"],
         ratio=report["ratio"],
         recover_size=recover_size,
         loss=_loss(after),
         baseline_loss=_loss(before),
-        accuracy=sum(after_tasks[t] for t in common) / len(common) if common else None,
-        baseline_accuracy=sum(before_tasks[t] for t in common) / len(common) if common else None,
-        tasks={t: after_tasks[t] for t in common},
-        baseline_tasks={t: before_tasks[t] for t in common},
+        accuracy=_mean(compressed),
+        baseline_accuracy=_mean(base),
+        tasks=compressed,
+        baseline_tasks=base,
         run=str(run),
     )
 

@@ -8,7 +8,8 @@ runs only what is missing. ``DIR/sweep.json`` records the settings that define t
 and a rerun with different ones is refused rather than mixing two experiments in one fit.
 
 The recovery data size D reaches the recovery plugin as one of its options (``--recovery
-lora.samples`` sets ``options.lora.samples = D``); D = 0 runs without the recovery plugin.
+lora.steps`` sets ``options.lora.steps = D``), so D is in that option's unit; D = 0 runs without
+the recovery plugin.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ def default_directory(config: RunConfig) -> Path:
 def parse_recovery(recovery: str) -> tuple[str, str]:
     plugin, dot, key = recovery.partition(".")
     if not (dot and plugin and key):
-        raise UsageError(f"invalid --recovery {recovery!r}: expected PLUGIN.KEY, e.g. lora.samples")
+        raise UsageError(f"invalid --recovery {recovery!r}: expected PLUGIN.KEY, e.g. lora.steps")
     return plugin, key
 
 
@@ -125,8 +126,8 @@ def run_sweep(
     ratios: list[float],
     sizes: list[int],
     *,
-    recovery: str = "lora.samples",
-    accuracy_metric: str = "acc",
+    recovery: str = "lora.steps",
+    accuracy_metric: str = "primary",
     keep_models: bool = False,
     announce: Callable[[str], None] = lambda message: None,
 ) -> tuple[Path, list[Point]]:

@@ -1,0 +1,155 @@
+"""The uncompressed model's metrics, measured once and reused by later runs of the same model.
+
+``core run`` evaluates the model before compressing it. Most of that is deterministic and costly
+(perplexity, zero-shot tasks), and repeated runs of one model (a ratio sweep, another pruner)
+would pay for it again, so each evaluator's "before" result is cached under
+``cache_root()/baselines/<fingerprint>/`` with a key of everything that could change it: the
+model's weights and config (:func:`prunekit.models.fingerprint`), the evaluator and the identity
+of its code, its settings, the run's tasks (and the task files of ``local:DIR``), limit, seed,
+dtype and device, the benchmark data folder and the versions of the libraries involved.
+
+Not cached, and measured in every run:
+
+- latency, i.e. any result with :attr:`Metrics.latency <prunekit.payloads.Metrics.latency>`:
+  speed depends on the machine and on its load at the time, so the baseline and the compressed
+  model are timed in the same process, one after the other;
+- evaluators whose code has no identity across processes (plugins registered in-process, e.g.
+  by a test): a cached result could belong to different code.
+
+``PRUNEKIT_NO_BASELINE_CACHE=1`` measures everything afresh (and stores nothing).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import TypeAdapter
+
+from prunekit import __version__
+from prunekit.data import shared_data_dir
+from prunekit.hooks import merge_metrics
+from prunekit.manager import DEFAULT_PLUGINS
+from prunekit.models import fingerprint
+from prunekit.output import Baseline
+from prunekit.payloads import EvalRequest, Metrics
+from prunekit.smollm2 import cache_root
+
+if TYPE_CHECKING:
+    from prunekit.hooks import Hooks
+    from prunekit.manager import Plugins
+
+DISABLE_ENV = "PRUNEKIT_NO_BASELINE_CACHE"
+LOCAL_TASKS = "local:"
+KEYED_PACKAGES = ("torch", "transformers", "lm_eval", "datasets")
+_ENTRY = TypeAdapter(Metrics | None)
+
+
+def _code_identity(plugins: Plugins, name: str) -> str | None:
+    """What identifies an evaluator's code across processes: its distribution's version, or for a
+    built-in prunekit's version and its module's source; ``None`` for an in-process plugin."""
+    info = next((info for info in plugins.infos() if info.name == name), None)
+    if info is None:
+        return None
+    if info.distribution is not None:
+        return f"{info.distribution} {info.version}"
+    if name not in DEFAULT_PLUGINS:
+        return None
+    source = inspect.getsourcefile(plugins.pm.get_plugin(name))
+    digest = hashlib.sha256(Path(source).read_bytes()).hexdigest()[:16] if source else "unknown"
+    return f"prunekit {__version__} {digest}"
+
+
+def _task_files(tasks: list[str]) -> list[tuple[str, int, int]]:
+    """Size and modification time of every file under each ``local:DIR`` task folder."""
+    files = []
+    for entry in tasks:
+        folder = Path(entry.removeprefix(LOCAL_TASKS)).expanduser()
+        if entry.startswith(LOCAL_TASKS) and folder.is_dir():
+            files += [(str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(folder.rglob("*")) if p.is_file()]
+    return files
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for package in KEYED_PACKAGES:
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:
+            found[package] = "not installed"
+    return found
+
+
+def cache_key(request: EvalRequest, evaluator: str, code: str, model_fingerprint: str) -> dict[str, Any]:
+    """Everything that could change an evaluator's result on the uncompressed model."""
+    config = request.config
+    parameter = next(request.model.parameters())
+    data = shared_data_dir()
+    return {
+        "fingerprint": model_fingerprint,
+        "evaluator": evaluator,
+        "code": code,
+        "options": config.options.get(evaluator, {}),
+        "tasks": config.tasks,
+        "task_files": _task_files(config.tasks),
+        "limit": config.limit,
+        "seed": config.seed,
+        "dtype": str(parameter.dtype),
+        "device": parameter.device.type,
+        "data": str(data.resolve()) if data else None,
+        "versions": _versions(),
+    }
+
+
+def _entry_path(key: dict[str, Any]) -> Path:
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:20]
+    return cache_root() / "baselines" / key["fingerprint"] / f"{key['evaluator']}-{digest}.json"
+
+
+def _read(path: Path) -> tuple[bool, Metrics | None]:
+    try:
+        return True, _ENTRY.validate_python(json.loads(path.read_text())["metrics"])
+    except (OSError, ValueError, KeyError):  # absent, or written by an incompatible version
+        return False, None
+
+
+def _write(path: Path, key: dict[str, Any], metrics: Metrics | None) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    entry = {"created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "key": key, "metrics": _ENTRY.dump_python(metrics, mode="json")}
+    staging.write_text(json.dumps(entry, indent=2, default=str) + "\n")
+    os.replace(staging, path)
+
+
+def evaluate_before(hooks: Hooks, plugins: Plugins, request: EvalRequest) -> tuple[Metrics, Baseline]:
+    """The uncompressed model's metrics: cached ones read back, the rest measured (and cached)."""
+    evaluators = hooks.evaluators()
+    codes = {name: _code_identity(plugins, name) for name in evaluators}
+    use_cache = not os.environ.get(DISABLE_ENV) and any(codes.values())
+    model_fingerprint = fingerprint(request.model) if use_cache else None
+    parts: list[Metrics] = []
+    cached: list[str] = []
+    measured: list[str] = []
+    for name in evaluators:
+        path = key = None
+        if use_cache and codes[name] is not None:
+            key = cache_key(request, name, codes[name], model_fingerprint)
+            path = _entry_path(key)
+            found, metrics = _read(path)
+            if found:
+                cached.append(name)
+                parts += [metrics] if metrics is not None else []
+                continue
+        metrics = hooks.evaluate_one(name, request)
+        measured.append(name)
+        parts += [metrics] if metrics is not None else []
+        if path is not None and (metrics is None or not metrics.latency):
+            _write(path, key, metrics)
+    return merge_metrics(parts), Baseline(fingerprint=model_fingerprint, cached=cached, measured=measured)

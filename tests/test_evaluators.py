@@ -1,0 +1,284 @@
+"""The perplexity and latency evaluators, the baseline cache and the report's before/after/retention."""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from prunekit import hookimpl
+from prunekit.cli import app
+from prunekit.data import token_stream
+from prunekit.errors import UsageError
+from prunekit.output import retention, speedup
+from prunekit.payloads import Metrics
+from prunekit.plugins.evaluators import perplexity, speed
+from prunekit.tiny import VOCAB, tokenizer
+
+runner = CliRunner()
+# Small protocols keep the tiny-model runs fast; the defaults are exercised by the slow tests.
+FAST = ["-o", "latency.repeats=2", "-o", "latency.warmup=0", "-o", "latency.prompt_tokens=8",
+        "-o", "latency.new_tokens=3", "-o", "perplexity.length=64", "-o", "perplexity.windows=2"]
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("PRUNEKIT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("PRUNEKIT_NO_BASELINE_CACHE", raising=False)
+
+
+@pytest.fixture
+def text_file(tmp_path):
+    path = tmp_path / "text.txt"
+    path.write_text("The quick brown fox jumps over the lazy dog. " * 20)
+    return path
+
+
+def one_line_error(result, *fragments):
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def zeroed(model):
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.zero_()
+    return model
+
+
+# --- perplexity ---------------------------------------------------------------------------------
+
+def test_a_model_that_predicts_uniformly_has_the_vocabulary_size_as_perplexity(tiny_model):
+    stream = torch.randint(0, VOCAB, (500,), generator=torch.Generator().manual_seed(0))
+    result = perplexity.measure(zeroed(tiny_model("llama")), stream, length=100, windows_count=4)
+    assert result.loss == pytest.approx(math.log(VOCAB), abs=1e-6)
+    assert result.perplexity == pytest.approx(VOCAB, rel=1e-6)
+    assert result.tokens == 4 * 99
+
+
+def reference_loss(model, stream, length, stride, count):
+    """Each scored token's log-probability from its own forward pass over exactly its context:
+    the tokens of its window before it (the window it is new in)."""
+    total, scored = 0.0, 0
+    with torch.no_grad():
+        for k in range(count):
+            start = k * stride
+            first = 1 if k == 0 else max(1, length - stride)
+            for position in range(first, length):
+                context = stream[start : start + position]
+                logits = model(input_ids=context[None]).logits[0, -1]
+                total -= torch.log_softmax(logits.double(), -1)[stream[start + position]].item()
+                scored += 1
+    return total / scored, scored
+
+
+@pytest.mark.parametrize(("stride", "batch_size"), [(None, 1), (10, 2), (15, 3)])
+def test_perplexity_equals_a_token_by_token_computation(tiny_model, stride, batch_size):
+    model = tiny_model("llama", seed=3)
+    stream = torch.randint(0, VOCAB, (100,), generator=torch.Generator().manual_seed(1))
+    expected_loss, expected_tokens = reference_loss(model, stream, 16, stride or 16, 3)
+    result = perplexity.measure(model, stream, length=16, stride=stride, windows_count=3, batch_size=batch_size)
+    assert result.tokens == expected_tokens
+    assert result.loss == pytest.approx(expected_loss, abs=1e-5)
+    assert result.perplexity == pytest.approx(math.exp(expected_loss), rel=1e-5)
+
+
+def test_perplexity_evaluator_reads_its_text_and_records_how(text_file, tiny_model):
+    result = runner.invoke(app, ["eval", "--model", "tiny-llama", "--plugins", "perplexity", "-o",
+                                 f"perplexity.source={text_file}", "-o", "perplexity.length=128",
+                                 "-o", "perplexity.stride=64", "--json"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.stdout)["metrics"]
+    expected = perplexity.measure(tiny_model("llama"), token_stream(tokenizer(), str(text_file)),
+                                  length=128, stride=64, windows_count=4)
+    assert metrics["perplexity"] == pytest.approx(expected.perplexity, rel=1e-9)
+    assert metrics["loss"] == pytest.approx(expected.loss, rel=1e-9)
+    assert metrics["details"]["perplexity"] == {
+        "source": str(text_file), "split": "test", "windows": 4, "length": 128, "stride": 64,
+        "tokens_scored": expected.tokens, "batch_size": 1,
+    }
+    assert metrics["latency"] == {} and metrics["tasks"] == {}  # only the named evaluator measured
+
+
+def test_default_text_is_the_first_half_of_the_benchmark_wikitext(tmp_path, monkeypatch):
+    monkeypatch.setenv("PRUNEKIT_DATA", str(tmp_path))
+    assert perplexity.default_source() == perplexity.HUB_SOURCE
+    (tmp_path / "wikitext2.test.raw").write_text(" = Title = \n")
+    assert perplexity.default_source() == f"{tmp_path / 'wikitext2.test.raw'}[:50%]"
+
+
+def test_default_window_fits_the_model_context(tiny_model):
+    model = tiny_model("gpt2")  # 1024 positions
+    assert perplexity.window_length(model, None) == 1024
+    assert perplexity.window_length(model, 64) == 64
+
+
+@pytest.mark.parametrize(
+    ("options", "fragments"),
+    [
+        (["perplexity.length=4096"], ["options.perplexity.length 4096 exceeds the model's context of 1024"]),
+        (["perplexity.length=64", "perplexity.stride=65"], ["stride 65 exceeds the window length 64"]),
+        (["perplexity.length=1000"], ["fewer than one window of 1000"]),
+        (["perplexity.windos=3"], ["options.perplexity.windos: Extra inputs are not permitted"]),
+        (["perplexity.windows=0"], ["options.perplexity.windows: Input should be greater than 0"]),
+        (["perplexity.source=./no/such/file.txt"], ["data file not found: ./no/such/file.txt"]),
+    ],
+)
+def test_bad_perplexity_settings_are_one_line_errors(text_file, options, fragments):
+    args = ["eval", "--model", "tiny-llama", "--plugins", "perplexity"]
+    if not any("source" in option for option in options):
+        args += ["-o", f"perplexity.source={text_file}"]
+    for option in options:
+        args += ["-o", option]
+    one_line_error(runner.invoke(app, args), "Error: ", *fragments)
+
+
+# --- latency ------------------------------------------------------------------------------------
+
+def test_latency_reports_median_and_spread_of_repeated_runs(tiny_model):
+    options = speed.LatencyOptions(prompt_tokens=16, new_tokens=4, warmup=1, repeats=3)
+    result = speed.measure(tiny_model("llama"), options)
+    summary = result.summary()
+    for phase in ("prefill", "decode"):
+        runs = getattr(result, f"{phase}_tokens_per_s")
+        assert len(runs) == 3 and all(rate > 0 for rate in runs)
+        assert summary[f"{phase}_tokens_per_s"] == statistics.median(runs)
+        assert summary[f"{phase}_tokens_per_s_min"] == min(runs) <= statistics.median(runs) <= max(runs)
+        assert summary[f"{phase}_tokens_per_s_max"] == max(runs)
+    weights = sum(p.numel() * 4 for p in tiny_model("llama").parameters()) / 2**20
+    assert summary["weights_mb"] == pytest.approx(weights, abs=0.01)
+    assert summary["peak_memory_mb"] >= summary["weights_mb"]
+    protocol = result.protocol()
+    assert protocol["batch_size"] == 1 and protocol["prompt_tokens"] == 16 and protocol["new_tokens"] == 4
+    assert protocol["warmup"] == 1 and protocol["repeats"] == 3 and protocol["device"] == "cpu"
+    assert protocol["runs"]["decode_tokens_per_s"] == result.decode_tokens_per_s
+
+
+def test_latency_generates_every_token_even_when_the_model_wants_to_stop(tiny_model):
+    model = zeroed(tiny_model("llama"))  # uniform logits: greedy picks id 0, the end-of-sequence token
+    result = speed.measure(model, speed.LatencyOptions(prompt_tokens=4, new_tokens=5, warmup=0, repeats=1, batch_size=2))
+    assert len(result.decode_tokens_per_s) == 1
+
+
+def test_latency_longer_than_the_context_is_bad_input(tiny_model):
+    with pytest.raises(UsageError, match="exceeds the model's context of 1024 tokens"):
+        speed.measure(tiny_model("gpt2"), speed.LatencyOptions(prompt_tokens=1000, new_tokens=100))
+
+
+# --- the report ---------------------------------------------------------------------------------
+
+def test_retention_uses_each_task_primary_metric_and_speedup_divides_throughputs():
+    before = Metrics(tasks={"piqa": {"acc": 0.6, "acc_norm": 0.7}, "winogrande": {"acc": 0.5}},
+                     primary_metric={"piqa": "acc_norm", "winogrande": "acc"},
+                     latency={"decode_tokens_per_s": 10.0, "decode_tokens_per_s_min": 8.0, "peak_memory_mb": 5.0})
+    after = Metrics(tasks={"piqa": {"acc": 0.5, "acc_norm": 0.56}, "winogrande": {"acc": 0.45}},
+                    primary_metric={"piqa": "acc_norm", "winogrande": "acc"},
+                    latency={"decode_tokens_per_s": 15.0, "decode_tokens_per_s_min": 9.0, "peak_memory_mb": 4.0})
+    kept = retention(before, after)
+    assert kept.tasks["piqa"].metric == "acc_norm" and kept.tasks["piqa"].retention == pytest.approx(0.8)
+    assert kept.tasks["winogrande"].retention == pytest.approx(0.9)
+    assert kept.average_before == pytest.approx(0.6) and kept.average_after == pytest.approx(0.505)
+    assert kept.average_retention == pytest.approx(0.505 / 0.6)
+    assert kept.mean_task_retention == pytest.approx(0.85)
+    assert speedup(before, after) == {"decode_tokens_per_s": pytest.approx(1.5)}
+
+
+def run(tmp_path, name, *extra):
+    out = tmp_path / name
+    result = runner.invoke(app, ["run", "--model", "tiny-llama", "--plugins", "random", "--ratio", "0.5",
+                                 "--output", str(out), "--json", *FAST, *extra])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout), out
+
+
+def test_run_reports_before_after_retention_speedup_and_caches_the_baseline(tmp_path, monkeypatch):
+    calls = []
+    original = perplexity.measure
+    monkeypatch.setattr(perplexity, "measure", lambda *a, **k: calls.append(1) or original(*a, **k))
+
+    first, out = run(tmp_path, "first")
+    assert len(calls) == 2  # before and after
+    before, after = first["metrics"]["before"], first["metrics"]["after"]
+    for stage in (before, after):
+        assert stage["perplexity"] == pytest.approx(math.exp(stage["loss"]))
+        assert stage["latency"]["decode_tokens_per_s"] > 0
+    assert after["perplexity"] != before["perplexity"]
+    assert set(first["speedup"]) == {"prefill_tokens_per_s", "decode_tokens_per_s"}
+    assert first["speedup"]["decode_tokens_per_s"] == pytest.approx(
+        after["latency"]["decode_tokens_per_s"] / before["latency"]["decode_tokens_per_s"])
+    assert first["retention"]["tasks"] == {}  # no tasks given: zero-shot did not measure
+    assert first["baseline"]["cached"] == [] and set(first["baseline"]["measured"]) == {"perplexity", "latency", "zeroshot"}
+    assert first["config"]["options"]["perplexity"]["windows"] == 2  # resolved settings recorded
+    assert first["config"]["options"]["latency"]["repeats"] == 2
+    assert first["disk_bytes"]["before"] is None and first["disk_bytes"]["after"] > 0
+    markdown = (out / "report.md").read_text()
+    assert "| perplexity |" in markdown and "| loss |" in markdown and "Speedup (after / before" in markdown
+    assert "baseline (before): " in markdown and "How it was measured" in markdown
+
+    calls.clear()
+    second, out = run(tmp_path, "second")
+    assert len(calls) == 1  # only the compressed model: the baseline's perplexity came from the cache
+    assert sorted(second["baseline"]["cached"]) == ["perplexity", "zeroshot"]
+    assert second["baseline"]["measured"] == ["latency"]  # speed is always re-measured in-process
+    assert second["metrics"]["before"]["perplexity"] == before["perplexity"]
+    assert second["metrics"]["before"]["details"]["perplexity"] == before["details"]["perplexity"]
+    assert "perplexity from the cache (model fingerprint " in (out / "report.md").read_text()
+
+    calls.clear()
+    third, _ = run(tmp_path, "third", "-o", "perplexity.windows=1")
+    assert len(calls) == 2 and "perplexity" in third["baseline"]["measured"]  # other settings, other key
+
+    calls.clear()
+    monkeypatch.setenv("PRUNEKIT_NO_BASELINE_CACHE", "1")
+    fourth, _ = run(tmp_path, "fourth")
+    assert len(calls) == 2 and fourth["baseline"]["cached"] == [] and fourth["baseline"]["fingerprint"] is None
+
+
+class CountingEvaluator:
+    def __init__(self):
+        self.stages = []
+
+    @hookimpl
+    def evaluate(self, request):
+        self.stages.append(request.stage)
+        return Metrics(extra={"count": float(len(self.stages))})
+
+
+def test_evaluators_registered_in_process_are_never_cached(register_plugin, tmp_path):
+    counter = CountingEvaluator()
+    register_plugin(counter, "counter")
+    for name in ("a", "b"):
+        result = runner.invoke(app, ["run", "--model", "tiny-llama", "--plugins", "random,counter", "--ratio", "0.5",
+                                     "--output", str(tmp_path / name), "--json"])
+        assert result.exit_code == 0, result.output
+        report = json.loads(result.stdout)
+        assert report["baseline"] == {"fingerprint": None, "cached": [], "measured": ["counter"]}
+    assert counter.stages == ["before", "after", "before", "after"]
+
+
+def test_zeroshot_measures_nothing_without_tasks():
+    result = runner.invoke(app, ["eval", "--model", "tiny-llama", "--plugins", "zeroshot", "--json"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.stdout)["metrics"]
+    assert metrics["tasks"] == {} and metrics["details"] == {}
+
+
+# --- the real model -----------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_smollm2_wikitext2_perplexity_matches_the_reference(shared_data):
+    """The data README's reference: SmolLM2-135M-Instruct, 2048-token windows, first 10: 20.1."""
+    from prunekit.models import load_model
+
+    loaded = load_model("smollm2-135m")
+    stream = token_stream(loaded.tokenizer, f"{shared_data / 'wikitext2.test.raw'}[:50%]")
+    result = perplexity.measure(loaded.model, stream, length=2048, windows_count=10)
+    assert result.tokens == 10 * 2047
+    assert result.perplexity == pytest.approx(20.10, abs=0.01)
