@@ -95,6 +95,13 @@ def window_length(model: PreTrainedModel, requested: int | None) -> int:
     return requested
 
 
+def window_stride(length: int, stride: int | None) -> int:
+    """``stride`` (default: ``length``), refused where it would leave tokens between windows unscored."""
+    if stride is not None and stride > length:
+        raise UsageError(f"perplexity stride {stride} exceeds the window length {length}; tokens would go unscored")
+    return stride or length
+
+
 def measure(
     model: PreTrainedModel,
     stream: torch.Tensor,
@@ -105,9 +112,7 @@ def measure(
     batch_size: int = 1,
 ) -> Perplexity:
     """Perplexity of ``model`` on the 1-D token ``stream``, ``windows_count`` windows from its start."""
-    stride = stride or length
-    if stride > length:
-        raise UsageError(f"perplexity stride {stride} exceeds the window length {length}; tokens would go unscored")
+    stride = window_stride(length, stride)
     batches = windows(stream, length, windows_count, stride)
     overlap = length - stride
     device = next(model.parameters()).device
@@ -141,13 +146,14 @@ def evaluate(request: EvalRequest) -> Metrics | None:
         log.warning("perplexity skipped: model %r has no tokenizer", request.config.model)
         return None
     length = window_length(request.model, options.length)  # bad settings fail before any text is read
+    stride = window_stride(length, options.stride)
     source = options.source or default_source()
     stream = token_stream(request.tokenizer, source, split=options.split, text_field=options.text_field)
     result = measure(
         request.model,
         stream,
         length=length,
-        stride=options.stride,
+        stride=stride,
         windows_count=options.windows,
         batch_size=options.batch_size,
     )
