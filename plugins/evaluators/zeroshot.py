@@ -20,11 +20,13 @@ WinoGrande). The evaluator measures only when the run gives tasks (``--tasks`` o
 from __future__ import annotations
 
 import atexit
+import contextlib
 import functools
 import random
 import shutil
 import statistics
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -162,6 +164,18 @@ def _primary(metrics: dict[str, float]) -> str:
     return next((name for name in PRIMARY_ORDER if name in metrics), next(iter(metrics)))
 
 
+@contextlib.contextmanager
+def _random_state_kept() -> Iterator[None]:
+    """Python's, numpy's and torch's global random states as they were, whatever the block seeds."""
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    try:
+        with torch.random.fork_rng(devices=[]):
+            yield
+    finally:
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)
+
+
 def score_tasks(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -184,21 +198,20 @@ def score_tasks(
     if limit is not None and sample is not None:
         raise UsageError("give either limit or sample for zero-shot tasks, not both")
     manager, names = resolve_tasks(tasks)
-    try:
-        loaded = manager.load(names)
-    except Exception as exc:  # a config that lm-eval cannot build, or data it cannot find
-        reason = " ".join(str(exc).split())[:300]
-        raise UsageError(f"cannot load lm-eval tasks {', '.join(names)}: {type(exc).__name__}: {reason}") from exc
-    leaves = loaded["tasks"]
-    samples = None
-    if sample is not None:
-        chooser = random.Random(seed)
-        samples = {
-            name: sorted(chooser.sample(range(len(task.eval_docs)), min(sample, len(task.eval_docs))))
-            for name, task in leaves.items()
-        }
-    python_state, numpy_state = random.getstate(), np.random.get_state()
-    with torch.random.fork_rng(devices=[]):
+    with _random_state_kept():
+        try:
+            loaded = manager.load(names)
+        except Exception as exc:  # a config that lm-eval cannot build, or data it cannot find
+            reason = " ".join(str(exc).split())[:300]
+            raise UsageError(f"cannot load lm-eval tasks {', '.join(names)}: {type(exc).__name__}: {reason}") from exc
+        leaves = loaded["tasks"]
+        samples = None
+        if sample is not None:
+            chooser = random.Random(seed)
+            samples = {
+                name: sorted(chooser.sample(range(len(task.eval_docs)), min(sample, len(task.eval_docs))))
+                for name, task in leaves.items()
+            }
         results = lm_eval.simple_evaluate(
             model=HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size),
             tasks=list(leaves.values()),
@@ -207,8 +220,6 @@ def score_tasks(
             task_manager=manager,
             log_samples=False,
         )
-    random.setstate(python_state)
-    np.random.set_state(numpy_state)
 
     scores: dict[str, dict[str, float]] = {}
     stderr: dict[str, dict[str, float]] = {}
