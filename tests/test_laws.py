@@ -193,6 +193,13 @@ def test_point_from_a_run_report_uses_log_perplexity_and_compares_like_for_like(
     assert point_from_report(report, 0, tmp_path, metric="f1").accuracy is None
 
 
+def test_point_prefers_the_evaluators_loss_and_primary_metric(tmp_path):
+    stage = {"perplexity": 20.0, "loss": 2.9, "tasks": {"piqa": {"acc": 0.6, "acc_norm": 0.62}},
+             "primary_metric": {"piqa": "acc"}}
+    point = point_from_report({"model": "m", "ratio": 0.5, "metrics": {"before": stage, "after": stage}}, 0, tmp_path)
+    assert point.loss == 2.9 and point.tasks == {"piqa": 0.6}
+
+
 def test_fit_points_fits_every_form_for_both_metrics_and_derives_r_star():
     report = fit_points(make_points(), ["test"], retention=0.8)
     assert set(report.laws) == {"loss", "accuracy"}

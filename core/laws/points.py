@@ -2,10 +2,10 @@
 
 A point comes from one run's ``report.json`` (the pipeline measures the uncompressed model as
 ``before`` and the compressed one as ``after``, with the same evaluators) and the recovery data
-size the sweep gave it. Test loss is the cross-entropy on held-out text, ``log(perplexity)``;
-accuracy is the mean over the zero-shot tasks of each task's primary metric (``acc_norm`` where
-lm-eval reports it, else ``acc``: the pruning papers' convention, which the ``zeroshot`` evaluator
-follows too), or of one named metric.
+size the sweep gave it. Test loss is the mean token cross-entropy on held-out text (the
+evaluators' ``loss``, else ``log(perplexity)``); accuracy is the mean over the zero-shot tasks of
+each task's primary metric (the one the evaluator names, else ``acc_norm`` where lm-eval reports
+it and ``acc`` otherwise: the pruning papers' convention), or of one named metric.
 """
 
 from __future__ import annotations
@@ -46,18 +46,21 @@ def _task_metric(values: dict[str, float], metric: str) -> float | None:
     return None if value is None else float(value)
 
 
-def task_scores(
-    before: dict[str, dict[str, float]], after: dict[str, dict[str, float]], metric: str
-) -> tuple[dict[str, float], dict[str, float]]:
-    """Per-task scores of the baseline and the compressed model, on the tasks and the metric both
-    stages report, so the two are always compared like for like. ``primary`` takes ``acc_norm``
-    where both have it, else ``acc``."""
-    names = PRIMARY_ORDER if metric == PRIMARY else (metric,)
+def task_scores(before: dict[str, Any], after: dict[str, Any], metric: str) -> tuple[dict[str, float], dict[str, float]]:
+    """Per-task scores of the baseline and the compressed model (two stages' metrics), on the
+    tasks and the metric both stages report, so the two are always compared like for like.
+    ``primary`` takes the metric the evaluator named primary, else ``acc_norm``, else ``acc``."""
+    before_tasks, after_tasks = before.get("tasks", {}), after.get("tasks", {})
+    primary = {**before.get("primary_metric", {}), **after.get("primary_metric", {})}
     base: dict[str, float] = {}
     compressed: dict[str, float] = {}
-    for task in sorted(before.keys() & after.keys()):
+    for task in sorted(before_tasks.keys() & after_tasks.keys()):
+        if metric != PRIMARY:
+            names: tuple[str, ...] = (metric,)
+        else:
+            names = (primary[task], *PRIMARY_ORDER) if task in primary else PRIMARY_ORDER
         for name in names:
-            b, a = _task_metric(before[task], name), _task_metric(after[task], name)
+            b, a = _task_metric(before_tasks[task], name), _task_metric(after_tasks[task], name)
             if a is not None and b is not None:
                 base[task], compressed[task] = b, a
                 break
@@ -65,6 +68,8 @@ def task_scores(
 
 
 def _loss(metrics: dict[str, Any]) -> float | None:
+    if metrics.get("loss") is not None:
+        return float(metrics["loss"])
     perplexity = metrics.get("perplexity")
     return None if perplexity is None else math.log(perplexity)
 
@@ -76,7 +81,7 @@ def _mean(scores: dict[str, float]) -> float | None:
 def point_from_report(report: dict[str, Any], recover_size: int, run: Path, metric: str = PRIMARY) -> Point:
     """The point a finished run measured."""
     before, after = report["metrics"]["before"], report["metrics"]["after"]
-    base, compressed = task_scores(before.get("tasks", {}), after.get("tasks", {}), metric)
+    base, compressed = task_scores(before, after, metric)
     return Point(
         model=report["model"],
         ratio=report["ratio"],
