@@ -49,6 +49,8 @@ DEFAULT_PLUGINS: dict[str, str] = {
     "perplexity": "prunekit.plugins.evaluators.perplexity",
     "zeroshot": "prunekit.plugins.evaluators.zeroshot",
     "latency": "prunekit.plugins.evaluators.speed",
+    "magnitude": "prunekit.plugins.magnitude",
+    "prunenet": "prunekit.plugins.prunenet",
 }
 """Every built-in plugin, by the name users give to ``--plugins``."""
 
