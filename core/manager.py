@@ -23,7 +23,7 @@ import pluggy
 
 from pydantic import BaseModel, ValidationError
 
-from prunekit import hookspecs
+from prunekit import hookspecs, tracing
 from prunekit.config import describe_validation_error
 from prunekit.errors import UsageError
 
@@ -102,6 +102,8 @@ class Plugins:
     def __init__(self) -> None:
         self.pm = pluggy.PluginManager(hookspecs.PROJECT)
         self.pm.add_hookspecs(hookspecs)
+        if tracing.enabled():
+            tracing.trace(self.pm)
         self.failures: dict[str, PluginFailure] = {}
         for name in _names_from_env(DISABLE_ENV) or ():
             self.pm.set_blocked(name)
@@ -165,6 +167,13 @@ class Plugins:
             )
         return infos
 
+    def call_order(self) -> dict[str, list[str]]:
+        """Every hook, in pipeline order, with the plugins implementing it in the order pluggy
+        asks them (``core plugins list --hooks``)."""
+        spec = f"{hookspecs.PROJECT}_spec"
+        names = [name for name, value in vars(hookspecs).items() if hasattr(value, spec)]  # definition order
+        return {name: tracing.call_order(getattr(self.pm.hook, name).get_hookimpls()) for name in names}
+
     def options_models(self) -> dict[str, type[BaseModel]]:
         """Each plugin's declared settings model (``plugin_options``), by plugin name."""
         return {
@@ -195,6 +204,14 @@ class Plugins:
             resolved[name] = settings.model_dump(mode="json")
         return config.model_copy(update={"options": resolved})
 
+    def check_loaded(self, name: str) -> None:
+        """Naming a plugin that failed to load is bad input, reported with its package and error."""
+        if name in self.failures:
+            failure = self.failures[name]
+            raise UsageError(
+                f"plugin {name!r} (from {failure.distribution} {failure.version}) failed to load: {failure.error}"
+            )
+
     def hooks(self, selected: list[str]) -> Hooks:
         """The typed hook facade for a run that uses the plugins named in ``selected``.
 
@@ -204,12 +221,7 @@ class Plugins:
         from prunekit.hooks import Hooks
 
         for name in selected:
-            if name in self.failures:
-                failure = self.failures[name]
-                raise UsageError(
-                    f"plugin {name!r} (from {failure.distribution} {failure.version}) "
-                    f"failed to load: {failure.error}"
-                )
+            self.check_loaded(name)
             if not self.pm.has_plugin(name) or name in CORE_PLUGINS:
                 available = ", ".join(i.name for i in self.infos() if not i.core)
                 raise UsageError(f"unknown plugin {name!r}; available: {available}")

@@ -43,7 +43,7 @@ class ShortGPTOptions(BaseModel):
             "($PRUNEKIT_DATA or ../shared/data), the half perplexity evaluation does not read."
         ),
     )
-    samples: int = Field(default=32, ge=1, description="Calibration windows, drawn at seeded random offsets.")
+    samples: int = Field(default=8, ge=1, description="Calibration windows, drawn at seeded random offsets.")
     length: int = Field(default=512, ge=2, description="Tokens per calibration window.")
     batch_size: int = Field(default=4, ge=1, description="Windows per forward pass.")
     text_field: str = Field(default="text", description="The text field of JSON or Hub data.")
@@ -97,7 +97,8 @@ def block_influence(model: torch.nn.Module, layers: torch.nn.ModuleList, batches
     try:
         with torch.inference_mode():
             for batch in batches:
-                model(input_ids=batch.to(device), use_cache=False)
+                # the decoder stack alone: the LM head's logits would cost a fifth of a small model's time
+                model.base_model(input_ids=batch.to(device), use_cache=False)
                 tokens += batch.numel()
     finally:
         for handle in handles:

@@ -14,7 +14,10 @@ import torch.nn.functional as F
 from transformers import AutoModelForCausalLM
 from typer.testing import CliRunner
 
+import prunekit_shortgpt
 from prunekit.cli import app
+from prunekit.config import RunConfig
+from prunekit.payloads import ScoreRequest
 from prunekit.tiny import tokenizer as tiny_tokenizer
 from prunekit_shortgpt import block_influence
 
@@ -91,15 +94,18 @@ def test_a_layer_that_changes_nothing_is_the_one_removed_and_the_logits_stay_the
         torch.testing.assert_close(pruned(IDS).logits, model(IDS).logits, rtol=0, atol=0)
 
 
-def test_scores_are_seeded_and_reproducible(tiny_model, calibration_text, tmp_path):
-    reports = []
-    for seed in (3, 3, 4):
-        out = tmp_path / f"run-{len(reports)}"
-        result = core("run", "--model", "tiny-qwen2", "--plugins", "shortgpt", "--ratio", "0.5", "--seed", seed,
-                      "-o", f"shortgpt.data={calibration_text}", "-o", "shortgpt.samples=2", "--output", out, "--json")
-        assert result.exit_code == 0, result.output
-        reports.append(json.loads(result.stdout)["pruning"]["layers"]["block_influence"])
-    assert reports[0] == reports[1] != reports[2]
+def test_scores_are_seeded_and_reproducible(tiny_model, prunekit_plugins, calibration_text):
+    model = tiny_model("qwen2")
+    architecture = prunekit_plugins.hooks([]).architecture_for(model)
+
+    def influence(seed: int) -> list[float]:
+        config = RunConfig(model="tiny-qwen2", plugins=["shortgpt"], ratio=0.5, seed=seed,
+                           options={"shortgpt": {"data": str(calibration_text), "samples": 2}})
+        request = ScoreRequest(model, architecture, config, tokenizer=tiny_tokenizer())
+        [importance] = prunekit_shortgpt.score_importance(request)
+        return importance.report["block_influence"]
+
+    assert influence(3) == influence(3) != influence(4)
 
 
 @pytest.mark.parametrize(
