@@ -49,6 +49,7 @@ DEFAULT_PLUGINS: dict[str, str] = {
     "perplexity": "prunekit.plugins.evaluators.perplexity",
     "zeroshot": "prunekit.plugins.evaluators.zeroshot",
     "latency": "prunekit.plugins.evaluators.speed",
+    "lora": "prunekit.plugins.lora",
     "magnitude": "prunekit.plugins.magnitude",
     "prunenet": "prunekit.plugins.prunenet",
 }

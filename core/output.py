@@ -223,7 +223,57 @@ def write_text(target: Path, text: str) -> None:
 
 def write_report(report: Report, directory: Path) -> None:
     write_text(directory / "report.json", report.model_dump_json(indent=2) + "\n")
+    found = curves(report.recovery)
+    if found:
+        plot_curves(found, directory / RECOVERY_PLOT)
     write_text(directory / "report.md", render_markdown(report))
+
+
+RECOVERY_PLOT = "recovery.png"
+
+
+def curves(section: dict[str, Any] | None) -> dict[str, list[dict[str, float]]]:
+    """The curves in a plugin's report section: its lists of two-number points ``{x: .., y: ..}``,
+    such as a recovery's ``train_loss: [{step, loss}, ...]``, by name."""
+    return {
+        name: value
+        for name, value in (section or {}).items()
+        if isinstance(value, list) and value and all(
+            isinstance(point, dict) and len(point) == 2
+            and all(isinstance(v, (int, float)) for v in point.values()) for point in value
+        )
+    }
+
+
+def plot_curves(found: dict[str, list[dict[str, float]]], target: Path) -> None:
+    """One figure with every curve, written atomically with matplotlib's file-only backend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(7, 4))
+    for name, points in found.items():
+        xs, ys = zip(*(tuple(point.values()) for point in points))
+        axis.plot(xs, ys, marker="." if len(points) < 50 else None, label=name.replace("_", " "))
+    axis.set_xlabel(next(iter(next(iter(found.values()))[0])))
+    axis.legend()
+    figure.tight_layout()
+    staging = _temporary_sibling(target)
+    figure.savefig(staging, dpi=110, format="png")
+    plt.close(figure)
+    os.replace(staging, target)
+
+
+def _recovery_lines(recovery: dict[str, Any] | None) -> list[str]:
+    if not recovery:
+        return []
+    found = curves(recovery)
+    lines = ["## Recovery", ""]
+    lines += [f"- {name}: {_compact(value)}" for name, value in recovery.items() if name not in found]
+    if found:
+        lines += ["", f"![{', '.join(found)}]({RECOVERY_PLOT})"]
+    return lines + [""]
 
 
 def _retention(before: float | None, after: float | None) -> str:
@@ -309,6 +359,7 @@ def render_markdown(report: Report) -> str:
         lines += [f"| {n} | {_fmt(b)} | {_fmt(a)} | {_retention(b, a)} |" for n, b, a in rows]
         lines.append("")
     lines += _summary_lines(report)
+    lines += _recovery_lines(report.recovery)
     details = report.metrics["after"].details
     if details:
         lines += ["How it was measured (the same for before and after):", ""]

@@ -1,0 +1,73 @@
+"""``lora``: recover a sliced model's quality by LoRA fine-tuning with peft, then merge the adapters.
+
+The recipe of SliceGPT and PruneNet (algorithms.md §4): adapters on every linear layer of the
+decoder (:mod:`.adapters`), trained with transformers' ``Trainer`` on text disjoint from the
+evaluation text (:mod:`.corpus`, :mod:`.training`), early stopping on a held-out loss, and the
+best adapter merged into the weights so the saved checkpoint is plain and stock. Settings and
+their CPU / CUDA defaults are in :mod:`.options`.
+
+An interrupted training resumes: checkpoints live under the run's ``checkpoints/lora/`` and a
+rerun with the same ``--output`` and settings continues from the last complete one
+(:mod:`.store`). The heavy libraries are imported when recovery runs, not when plugins load.
+"""
+
+from __future__ import annotations
+
+import time
+
+from pydantic import BaseModel
+
+from prunekit import hookimpl
+from prunekit.payloads import RecoverRequest, Recovery
+from prunekit.plugins.lora.options import LoraOptions
+
+NAME = "lora"
+
+
+@hookimpl
+def plugin_options() -> type[BaseModel]:
+    return LoraOptions
+
+
+@hookimpl
+def recover(request: RecoverRequest) -> Recovery:
+    from prunekit.models import fingerprint
+    from prunekit.plugins.lora import adapters, corpus, options, store, training
+
+    start = time.perf_counter()
+    chosen = LoraOptions.model_validate(request.options(NAME))
+    model = request.model
+    on_gpu = next(model.parameters()).device.type == "cuda"
+    length = options.sequence_length(
+        chosen, on_gpu=on_gpu, max_positions=getattr(model.config, "max_position_embeddings", None)
+    )
+    text = corpus.load(request.tokenizer, chosen.data or corpus.default_source(), length=length,
+                       held_out=options.eval_sequences(chosen, on_gpu=on_gpu), split=chosen.split,
+                       text_field=chosen.text_field)
+    settings = options.resolve(chosen, on_gpu=on_gpu, length=length, targets=request.architecture.lora_targets,
+                               source=text.source, train_sequences=len(text.train), run_seed=request.config.seed)
+    config = adapters.lora_config(model, settings)
+    files = store.Store(request.work_dir, {"model": fingerprint(model), **settings.identity()})
+    files.claim()
+
+    finished = files.finished()
+    if finished is not None:
+        adapted = adapters.load(model, files.adapter_dir)
+        report = {**finished, "resumed_from": "finished adapter"}
+    else:
+        adapted = adapters.attach(model, config, settings.seed)
+        train_set, eval_set = text.datasets()
+        outcome = training.train(adapted, settings, train_set, eval_set, files.trainer_dir,
+                                 resume_from=files.last_checkpoint())
+        trainable = sum(p.numel() for p in adapted.parameters() if p.requires_grad)
+        report = {
+            "method": "LoRA (peft), merged into the weights",
+            "settings": settings.identity(),
+            "data": text.report(),
+            "trainable_parameters": trainable,
+            **outcome,
+            "adapter": str(files.adapter_dir) if chosen.save_adapter else None,
+            "seconds": round(time.perf_counter() - start, 2),
+        }
+        files.finish(adapted, report, keep_adapter=chosen.save_adapter)
+    return Recovery(adapters.merge(adapted), report)

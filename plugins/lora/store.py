@@ -1,0 +1,101 @@
+"""What recovery keeps on disk so that an interrupted run resumes instead of starting over.
+
+Everything lives under the run's ``checkpoints/lora/``:
+
+- ``manifest.json``: the identity of the training (fingerprint of the sliced model and every
+  setting that shapes the result). A rerun into the same directory resumes only if it matches;
+  otherwise the checkpoints belong to another training and the run stops with an error rather
+  than mix the two.
+- ``trainer/checkpoint-N/``: ``Trainer``'s checkpoints (adapter, optimizer, scheduler, RNG and
+  trainer state), one per evaluation. ``Trainer`` writes ``trainer_state.json`` last, so a
+  checkpoint without it was cut off mid-write and is discarded.
+- ``adapter/``: the finished adapter in peft's format with ``recovery.json`` (the report), written
+  under a temporary name and renamed into place. It is kept only with ``save_adapter``; a
+  rerun that finds it merges it without training.
+
+Trainer checkpoints hold optimizer state (twice the adapter's size) and serve only to resume
+training, so they are deleted once training has finished.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from transformers.trainer import TRAINER_STATE_NAME
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, sort_checkpoints
+
+from prunekit.errors import UsageError
+
+if TYPE_CHECKING:
+    from peft import PeftModel
+
+REPORT_FILE = "recovery.json"
+
+
+def _write_json(path: Path, content: dict[str, Any]) -> None:
+    staging = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    staging.write_text(json.dumps(content, indent=2, sort_keys=True) + "\n")
+    os.replace(staging, path)
+
+
+class Store:
+    """The recovery files of one run directory, for one training identity."""
+
+    def __init__(self, work_dir: Path, identity: dict[str, Any]) -> None:
+        self.root = work_dir / "lora"
+        self.trainer_dir = self.root / "trainer"
+        self.adapter_dir = self.root / "adapter"
+        self.identity = json.loads(json.dumps(identity))  # as it reads back from JSON
+
+    def claim(self) -> None:
+        """Record the identity, or check it against the one already recorded there."""
+        manifest = self.root / "manifest.json"
+        if manifest.is_file():
+            recorded = json.loads(manifest.read_text()).get("identity", {})
+            keys = recorded.keys() | self.identity.keys()
+            differ = sorted(key for key in keys if recorded.get(key) != self.identity.get(key))
+            if differ:
+                raise UsageError(
+                    f"{self.root} holds checkpoints of another training (different {', '.join(differ)}); "
+                    f"rerun with the same settings to resume, or choose another --output"
+                )
+            return
+        self.root.mkdir(parents=True, exist_ok=True)
+        _write_json(manifest, {"identity": self.identity})
+
+    def last_checkpoint(self) -> Path | None:
+        """The newest complete ``Trainer`` checkpoint; incomplete ones are removed."""
+        if not self.trainer_dir.is_dir():
+            return None
+        complete = []
+        for path in map(Path, sort_checkpoints(str(self.trainer_dir), PREFIX_CHECKPOINT_DIR)):
+            if (path / TRAINER_STATE_NAME).is_file():
+                complete.append(path)
+            else:
+                shutil.rmtree(path)
+        return complete[-1] if complete else None
+
+    def finished(self) -> dict[str, Any] | None:
+        """The report of a finished training whose adapter is in :attr:`adapter_dir`, if any."""
+        report = self.adapter_dir / REPORT_FILE
+        return json.loads(report.read_text()) if report.is_file() else None
+
+    def finish(self, model: PeftModel, report: dict[str, Any], keep_adapter: bool) -> None:
+        """Keep the trained adapter (or nothing) and drop the checkpoints only training needed."""
+        if keep_adapter:
+            staging = self.adapter_dir.with_name(f".{self.adapter_dir.name}.tmp-{os.getpid()}")
+            shutil.rmtree(staging, ignore_errors=True)
+            model.save_pretrained(staging)
+            _write_json(staging / REPORT_FILE, report)
+            os.replace(staging, self.adapter_dir)
+            shutil.rmtree(self.trainer_dir, ignore_errors=True)
+        else:
+            shutil.rmtree(self.root, ignore_errors=True)
+            try:
+                self.root.parent.rmdir()  # the run's checkpoints/, if nothing else is in it
+            except OSError:
+                pass

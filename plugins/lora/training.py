@@ -1,0 +1,145 @@
+"""Training the adapters with transformers' ``Trainer``, and the loss curves it leaves behind.
+
+``Trainer`` already does everything recovery needs and is the code people trust for it: AdamW,
+the linear schedule with warm-up, periodic evaluation on the held-out sequences, checkpoints with
+optimizer and RNG state, resuming from one, early stopping (``EarlyStoppingCallback``) and loading
+the best checkpoint at the end. This module only configures it, replaces its printed logs with a
+progress bar on stderr (stdout belongs to ``--json``), and reads the curves from its log history.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_callback import PrinterCallback
+
+from prunekit.progress import QUIET_ENV
+
+if TYPE_CHECKING:
+    from datasets import Dataset
+    from peft import PeftModel
+
+    from prunekit.plugins.lora.options import Settings
+
+
+class LossProgress(TrainerCallback):
+    """A rich progress bar over optimizer steps showing the latest train and eval loss."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.task: Any = None
+
+    def on_train_begin(self, args, state, control, **kwargs):  # noqa: ANN001, ANN201 (Trainer's signature)
+        self.task = self.progress.add_task(
+            "LoRA recovery", total=state.max_steps, completed=state.global_step, loss="", eval_loss=""
+        )
+
+    def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001, ANN201
+        self.progress.update(self.task, completed=state.global_step)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001, ANN201
+        if self.task is None or not logs:
+            return
+        if "loss" in logs:
+            self.progress.update(self.task, loss=f"loss {logs['loss']:.3f}")
+        if "eval_loss" in logs:
+            self.progress.update(self.task, eval_loss=f"eval {logs['eval_loss']:.3f}")
+
+
+@contextmanager
+def progress_bar() -> Iterator[Progress]:
+    """The bar on stderr, hidden like every prunekit bar when stderr is no terminal or in quiet mode;
+    removed again however training ends (Ctrl-C included)."""
+    console = Console(stderr=True)
+    hidden = not console.is_terminal or bool(os.environ.get(QUIET_ENV))
+    progress = Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[loss]}"), TextColumn("{task.fields[eval_loss]}"), TimeRemainingColumn(),
+        console=console, transient=True, disable=hidden,
+    )
+    with progress:
+        yield progress
+
+
+def arguments(settings: Settings, output_dir: Path, *, on_cpu: bool, evaluate_first: bool) -> TrainingArguments:
+    """Evaluation and checkpoints share one interval: the best checkpoint can then be restored,
+    and early stopping acts at every evaluation."""
+    every = settings.eval_every
+    return TrainingArguments(
+        output_dir=str(output_dir),
+        max_steps=settings.steps,
+        per_device_train_batch_size=settings.batch_size,
+        per_device_eval_batch_size=settings.batch_size,
+        learning_rate=settings.learning_rate,
+        lr_scheduler_type="linear",
+        warmup_steps=settings.warmup,  # a float below 1 is a fraction of max_steps
+        optim="adamw_torch",
+        weight_decay=0.0,
+        eval_strategy="steps",
+        eval_steps=every,
+        eval_on_start=evaluate_first,
+        save_strategy="steps",
+        save_steps=every,
+        save_total_limit=1,  # plus the best, which Trainer always keeps
+        load_best_model_at_end=True,
+        metric_for_best_model="eval_loss",
+        greater_is_better=False,
+        restore_callback_states_from_checkpoint=True,  # early stopping's patience counter
+        logging_strategy="steps",
+        logging_steps=1,
+        report_to="none",
+        disable_tqdm=True,
+        seed=settings.seed,
+        data_seed=settings.seed,
+        use_cpu=on_cpu,
+        label_names=["labels"],
+        prediction_loss_only=True,  # eval needs the loss, not [batch, length, vocab] logits
+        remove_unused_columns=False,
+    )
+
+
+def train(model: PeftModel, settings: Settings, train_set: Dataset, eval_set: Dataset, output_dir: Path,
+          resume_from: Path | None) -> dict[str, Any]:
+    """Train the adapters in place (ending with the best checkpoint's) and return what happened."""
+    on_cpu = next(model.parameters()).device.type == "cpu"
+    args = arguments(settings, output_dir, on_cpu=on_cpu, evaluate_first=resume_from is None)
+    callbacks: list[TrainerCallback] = []
+    if settings.patience is not None:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=settings.patience))
+    use_cache = model.config.use_cache  # Trainer switches the KV cache off for training
+    with progress_bar() as progress:
+        trainer = Trainer(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set,
+                          callbacks=[*callbacks, LossProgress(progress)])
+        trainer.remove_callback(PrinterCallback)  # it prints every log line to stdout
+        try:
+            trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+        finally:
+            model.config.use_cache = use_cache
+    return summary(trainer, settings, resume_from)
+
+
+def summary(trainer: Trainer, settings: Settings, resume_from: Path | None) -> dict[str, Any]:
+    """The loss curves and the outcome, from ``Trainer``'s log history (restored on resume, so
+    the curves of a resumed run are whole)."""
+    state = trainer.state
+    history = state.log_history
+    train_curve = [{"step": e["step"], "loss": round(e["loss"], 5)} for e in history if "loss" in e]
+    eval_curve = [{"step": e["step"], "loss": round(e["eval_loss"], 5)} for e in history if "eval_loss" in e]
+    return {
+        "steps": state.global_step,
+        "max_steps": settings.steps,
+        "stopped_early": state.global_step < settings.steps,
+        "best_step": state.best_global_step,
+        "eval_loss_start": eval_curve[0]["loss"] if eval_curve and eval_curve[0]["step"] == 0 else None,
+        "eval_loss_best": state.best_metric,
+        "resumed_from": resume_from.name if resume_from else None,
+        "train_loss": train_curve,
+        "eval_loss": eval_curve,
+    }
