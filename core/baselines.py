@@ -132,7 +132,7 @@ def evaluate_before(hooks: Hooks, plugins: Plugins, request: EvalRequest) -> tup
     """The uncompressed model's metrics: cached ones read back, the rest measured (and cached)."""
     evaluators = hooks.evaluators()
     codes = {name: _code_identity(plugins, name) for name in evaluators}
-    use_cache = not os.environ.get(DISABLE_ENV) and any(codes.values())
+    use_cache = os.environ.get(DISABLE_ENV, "") in ("", "0") and any(codes.values())
     model_fingerprint = fingerprint(request.model) if use_cache else None
     parts: list[Metrics] = []
     cached: list[str] = []

@@ -241,6 +241,17 @@ def test_run_reports_before_after_retention_speedup_and_caches_the_baseline(tmp_
     assert len(calls) == 2 and fourth["baseline"]["cached"] == [] and fourth["baseline"]["fingerprint"] is None
 
 
+def test_eval_of_a_run_model_repeats_the_runs_after_measurement(tmp_path):
+    report, out = run(tmp_path, "run", "--plugins", "random,perplexity")
+    result = runner.invoke(app, ["eval", "--model", str(out / "model"), "--plugins", "perplexity",
+                                 "-o", "perplexity.length=64", "-o", "perplexity.windows=2", "--json"])
+    assert result.exit_code == 0, result.output
+    evaluation = json.loads(result.stdout)
+    assert evaluation["metrics"]["perplexity"] == pytest.approx(report["metrics"]["after"]["perplexity"], rel=1e-6)
+    assert evaluation["params"] == report["params"]["after"]
+    assert evaluation["disk_bytes"] == report["disk_bytes"]["after"] > 0
+
+
 class CountingEvaluator:
     def __init__(self):
         self.stages = []
