@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import random
 import shutil
 from pathlib import Path
@@ -17,6 +18,7 @@ from typer.testing import CliRunner
 from prunekit import hookimpl, pipeline
 from prunekit.cli import app
 from prunekit.config import RunConfig
+from prunekit.errors import UsageError
 from prunekit.payloads import Metrics, RecoverRequest
 from prunekit.plugins.architectures import ARCHITECTURES
 from prunekit.plugins.lora import adapters, corpus, training
@@ -177,6 +179,9 @@ def test_run_trains_merges_and_saves_a_stock_checkpoint_without_lora(tmp_path, t
     assert recovery["steps"] == 4 and [p["step"] for p in recovery["train_loss"]] == [1, 2, 3, 4]
     assert [p["step"] for p in recovery["eval_loss"]] == [0, 2, 4]
     assert recovery["eval_loss_best"] < recovery["eval_loss_start"]
+    perplexity = recovery["held_out_perplexity"]
+    assert perplexity["with_recovery"] == pytest.approx(math.exp(recovery["eval_loss_best"]), rel=1e-3)
+    assert perplexity["with_recovery"] < perplexity["without_recovery"]
     assert recovery["data"]["source"] == str(text_file)
     saved = tmp_path / "run" / "model"
     with safe_open(saved / "model.safetensors", "pt") as weights:
@@ -328,7 +333,7 @@ def test_a_model_without_a_tokenizer_cannot_be_trained(tiny_model, prunekit_plug
     config = prunekit_plugins.resolve_options(
         RunConfig(model="tiny-llama", plugins=["lora"], options={"lora": fast_options(text_file)})
     )
-    with pytest.raises(Exception, match="needs the model's tokenizer"):
+    with pytest.raises(UsageError, match="needs the model's tokenizer"):
         lora.recover(RecoverRequest(model, None, ARCH["llama"], config, tmp_path / "checkpoints"))
 
 

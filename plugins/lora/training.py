@@ -9,6 +9,7 @@ progress bar on stderr (stdout belongs to ``--json``), and reads the curves from
 
 from __future__ import annotations
 
+import math
 import os
 from contextlib import contextmanager
 from collections.abc import Iterator
@@ -132,13 +133,18 @@ def summary(trainer: Trainer, settings: Settings, resume_from: Path | None) -> d
     history = state.log_history
     train_curve = [{"step": e["step"], "loss": round(e["loss"], 5)} for e in history if "loss" in e]
     eval_curve = [{"step": e["step"], "loss": round(e["eval_loss"], 5)} for e in history if "eval_loss" in e]
+    start = eval_curve[0]["loss"] if eval_curve and eval_curve[0]["step"] == 0 else None
     return {
         "steps": state.global_step,
         "max_steps": settings.steps,
         "stopped_early": state.global_step < settings.steps,
         "best_step": state.best_global_step,
-        "eval_loss_start": eval_curve[0]["loss"] if eval_curve and eval_curve[0]["step"] == 0 else None,
+        "eval_loss_start": start,
         "eval_loss_best": state.best_metric,
+        "held_out_perplexity": {  # exp of the mean token loss on the held-out sequences
+            "without_recovery": None if start is None else round(math.exp(start), 3),
+            "with_recovery": None if state.best_metric is None else round(math.exp(state.best_metric), 3),
+        },
         "resumed_from": resume_from.name if resume_from else None,
         "train_loss": train_curve,
         "eval_loss": eval_curve,
