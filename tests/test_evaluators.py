@@ -190,6 +190,21 @@ def test_retention_uses_each_task_primary_metric_and_speedup_divides_throughputs
     assert speedup(before, after) == {"decode_tokens_per_s": pytest.approx(1.5)}
 
 
+def test_merged_metrics_keep_each_evaluators_parts_and_refuse_a_second_loss():
+    from prunekit.hooks import merge_metrics
+
+    merged = merge_metrics([
+        Metrics(perplexity=2.0, loss=math.log(2.0), details={"perplexity": {"windows": 4}}),
+        Metrics(tasks={"piqa": {"acc": 0.5}}, primary_metric={"piqa": "acc"}, details={"zeroshot": {"limit": 5}}),
+    ])
+    assert (merged.perplexity, merged.loss, merged.primary_metric) == (2.0, math.log(2.0), {"piqa": "acc"})
+    assert merged.details == {"perplexity": {"windows": 4}, "zeroshot": {"limit": 5}}
+    with pytest.raises(RuntimeError, match="two evaluators reported loss"):
+        merge_metrics([Metrics(loss=1.0), Metrics(loss=2.0)])
+    with pytest.raises(RuntimeError, match=r"two evaluators reported details \['x'\]"):
+        merge_metrics([Metrics(details={"x": 1}), Metrics(details={"x": 2})])
+
+
 def run(tmp_path, name, *extra):
     out = tmp_path / name
     result = runner.invoke(app, ["run", "--model", "tiny-llama", "--plugins", "random", "--ratio", "0.5",

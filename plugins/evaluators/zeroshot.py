@@ -135,6 +135,8 @@ def _manager(include: tuple[Path, ...], defaults: bool) -> TaskManager:
 
 def resolve_tasks(entries: list[str]) -> tuple[TaskManager, list[str]]:
     """The task index and the task names that ``entries`` (names and ``local:DIR``) stand for."""
+    if not entries:
+        raise UsageError("no zero-shot tasks given")
     folders = [Path(entry.removeprefix(LOCAL)).expanduser().resolve() for entry in entries if entry.startswith(LOCAL)]
     names = [entry for entry in entries if not entry.startswith(LOCAL)]
     for folder in folders:
@@ -169,7 +171,7 @@ def _random_state_kept() -> Iterator[None]:
     """Python's, numpy's and torch's global random states as they were, whatever the block seeds."""
     python_state, numpy_state = random.getstate(), np.random.get_state()
     try:
-        with torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng(devices=range(torch.cuda.device_count())):
             yield
     finally:
         random.setstate(python_state)
