@@ -10,6 +10,9 @@ dtype and device, the benchmark data folder and the versions of the libraries in
 
 Not cached, and measured in every run:
 
+- nothing, i.e. an evaluator that returned no metrics (it had nothing to measure with the run's
+  settings, or its data was unavailable): asking again is cheap, and a later run may succeed;
+
 - latency, i.e. any result with :attr:`Metrics.latency <prunekit.payloads.Metrics.latency>`:
   speed depends on the machine and on its load at the time, so the baseline and the compressed
   model are timed in the same process, one after the other;
@@ -47,7 +50,7 @@ if TYPE_CHECKING:
 DISABLE_ENV = "PRUNEKIT_NO_BASELINE_CACHE"
 LOCAL_TASKS = "local:"
 KEYED_PACKAGES = ("torch", "transformers", "lm_eval", "datasets")
-_ENTRY = TypeAdapter(Metrics | None)
+_ENTRY = TypeAdapter(Metrics)
 
 
 def _code_identity(plugins: Plugins, name: str) -> str | None:
@@ -113,14 +116,14 @@ def _entry_path(key: dict[str, Any]) -> Path:
     return cache_root() / "baselines" / key["fingerprint"] / f"{key['evaluator']}-{digest}.json"
 
 
-def _read(path: Path) -> tuple[bool, Metrics | None]:
+def _read(path: Path) -> Metrics | None:
     try:
-        return True, _ENTRY.validate_python(json.loads(path.read_text())["metrics"])
+        return _ENTRY.validate_python(json.loads(path.read_text())["metrics"])
     except (OSError, ValueError, KeyError):  # absent, or written by an incompatible version
-        return False, None
+        return None
 
 
-def _write(path: Path, key: dict[str, Any], metrics: Metrics | None) -> None:
+def _write(path: Path, key: dict[str, Any], metrics: Metrics) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     entry = {"created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "key": key, "metrics": _ENTRY.dump_python(metrics, mode="json")}
@@ -142,14 +145,16 @@ def evaluate_before(hooks: Hooks, plugins: Plugins, request: EvalRequest) -> tup
         if use_cache and codes[name] is not None:
             key = cache_key(request, name, codes[name], model_fingerprint)
             path = _entry_path(key)
-            found, metrics = _read(path)
-            if found:
+            metrics = _read(path)
+            if metrics is not None:
                 cached.append(name)
-                parts += [metrics] if metrics is not None else []
+                parts.append(metrics)
                 continue
         metrics = hooks.evaluate_one(name, request)
+        if metrics is None:
+            continue
         measured.append(name)
-        parts += [metrics] if metrics is not None else []
-        if path is not None and (metrics is None or not metrics.latency):
+        parts.append(metrics)
+        if path is not None and not metrics.latency:
             _write(path, key, metrics)
     return merge_metrics(parts), Baseline(fingerprint=model_fingerprint, cached=cached, measured=measured)

@@ -229,7 +229,7 @@ def test_run_reports_before_after_retention_speedup_and_caches_the_baseline(tmp_
     assert first["speedup"]["decode_tokens_per_s"] == pytest.approx(
         after["latency"]["decode_tokens_per_s"] / before["latency"]["decode_tokens_per_s"])
     assert first["retention"]["tasks"] == {}  # no tasks given: zero-shot did not measure
-    assert first["baseline"]["cached"] == [] and set(first["baseline"]["measured"]) == {"perplexity", "latency", "zeroshot"}
+    assert first["baseline"]["cached"] == [] and set(first["baseline"]["measured"]) == {"perplexity", "latency"}
     assert first["config"]["options"]["perplexity"]["windows"] == 2  # resolved settings recorded
     assert first["config"]["options"]["latency"]["repeats"] == 2
     assert first["disk_bytes"]["before"] is None and first["disk_bytes"]["after"] > 0
@@ -240,7 +240,7 @@ def test_run_reports_before_after_retention_speedup_and_caches_the_baseline(tmp_
     calls.clear()
     second, out = run(tmp_path, "second")
     assert len(calls) == 1  # only the compressed model: the baseline's perplexity came from the cache
-    assert sorted(second["baseline"]["cached"]) == ["perplexity", "zeroshot"]
+    assert second["baseline"]["cached"] == ["perplexity"]
     assert second["baseline"]["measured"] == ["latency"]  # speed is always re-measured in-process
     assert second["metrics"]["before"]["perplexity"] == before["perplexity"]
     assert second["metrics"]["before"]["details"]["perplexity"] == before["details"]["perplexity"]
@@ -287,6 +287,15 @@ def test_evaluators_registered_in_process_are_never_cached(register_plugin, tmp_
         report = json.loads(result.stdout)
         assert report["baseline"] == {"fingerprint": None, "cached": [], "measured": ["counter"]}
     assert counter.stages == ["before", "after", "before", "after"]
+
+
+def test_without_its_default_text_perplexity_is_skipped_unless_asked_for(tmp_path, monkeypatch):
+    monkeypatch.setenv("PRUNEKIT_DATA", str(tmp_path))  # no wikitext2.test.raw here, and no Hub
+    report, _ = run(tmp_path, "run")
+    assert report["metrics"]["before"]["perplexity"] is None and report["metrics"]["after"]["perplexity"] is None
+    assert report["baseline"]["measured"] == ["latency"]  # nothing cached for a later run to reuse
+    result = runner.invoke(app, ["eval", "--model", "tiny-llama", "--plugins", "perplexity"])
+    one_line_error(result, "Error: cannot load data 'wikitext:wikitext-2-raw-v1'")
 
 
 def test_zeroshot_measures_nothing_without_tasks():
