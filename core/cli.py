@@ -276,6 +276,9 @@ def plugins_show(name: Annotated[str, typer.Argument(help="The plugin's name.")]
 from prunekit.laws.cli import laws_app  # noqa: E402
 
 app.add_typer(laws_app, name="laws")
+from prunekit.search.cli import search  # noqa: E402
+
+app.command()(search)
 
 
 def main() -> None:

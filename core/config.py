@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from prunekit.errors import UsageError
+from prunekit.payloads import Dimension
 
 
 class RunConfig(BaseModel):
@@ -26,6 +27,11 @@ class RunConfig(BaseModel):
     ratio: float = Field(
         default=0.0, ge=0.0, lt=1.0, description="Fraction of each targeted dimension removed."
     )
+    ratios: dict[Dimension, float] = Field(
+        default_factory=dict,
+        description="Per-dimension ratios (ffn, heads, layers) overriding `ratio` for those dimensions, "
+        "as a search's chosen configuration gives them.",
+    )
     tasks: list[str] = Field(
         default_factory=list, description="lm-eval task names, or local:DIR of task configs."
     )
@@ -37,6 +43,23 @@ class RunConfig(BaseModel):
     options: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="Per-plugin settings: {plugin name: {key: value}}."
     )
+
+    @field_validator("ratios")
+    @classmethod
+    def _ratios_in_range(cls, value: dict[Dimension, float]) -> dict[Dimension, float]:
+        for dimension, ratio in value.items():
+            if not 0 <= ratio < 1:
+                raise ValueError(f"the {dimension.value} ratio must be in [0, 1), got {ratio:g}")
+        return value
+
+    def ratio_for(self, dimension: Dimension) -> float:
+        """The fraction of ``dimension`` to remove: its entry in ``ratios``, else ``ratio``."""
+        return self.ratios.get(dimension, self.ratio)
+
+    @property
+    def compresses(self) -> bool:
+        """Whether the run removes anything at all."""
+        return self.ratio > 0 or any(ratio > 0 for ratio in self.ratios.values())
 
     @field_validator("plugins", "tasks", mode="before")
     @classmethod

@@ -120,7 +120,12 @@ def evaluate(request: EvalRequest) -> Metrics | None:
 def select_ratio(request: SelectRequest) -> Selection | None:
     """Choose the next compression configuration for a search to try, and the best so far.
 
-    ``request.history`` holds every finished trial with its metrics and whether it met the
-    budget. Return ``Selection(next=None, best=...)`` to end the search. Only the selector chosen
-    for the search is asked.
+    ``request.candidates`` are the configurations (a pruner and a ratio per dimension it offers),
+    ``request.history`` every finished evaluation: its measured latency, whether it met the budget,
+    and its score per quality task on each evaluation batch measured (``request.quality(c)`` turns
+    a candidate's batches into the search's objective, ``request.feasible(c)`` compares its timed
+    latency with ``request.budget``). Return ``Selection(next=c, batches=[...])`` to evaluate ``c``
+    on those batches (``None``: all, a full evaluation), or ``Selection(next=None, best=...)`` to end
+    the search. The selectors the search names are asked (every installed one if it names none),
+    first answer wins; return ``None`` for a search you cannot run (the bandit without a budget).
     """

@@ -52,6 +52,8 @@ DEFAULT_PLUGINS: dict[str, str] = {
     "lora": "prunekit.plugins.lora",
     "magnitude": "prunekit.plugins.magnitude",
     "prunenet": "prunekit.plugins.prunenet",
+    "bandit": "prunekit.plugins.bandit",
+    "optuna": "prunekit.plugins.optuna_search",
 }
 """Every built-in plugin, by the name users give to ``--plugins``."""
 

@@ -338,12 +338,19 @@ def _summary_lines(report: Report) -> list[str]:
     return lines + [""] if lines else []
 
 
+def _per_dimension(ratios: dict) -> str:
+    """The per-dimension ratios that override ``ratio`` (a search's chosen configuration)."""
+    if not ratios:
+        return ""
+    return " (per dimension: " + ", ".join(f"{dim.value} {ratio:.4g}" for dim, ratio in ratios.items()) + ")"
+
+
 def render_markdown(report: Report) -> str:
     lines = [
         f"# prunekit run: {report.model}",
         "",
         f"- plugins: {', '.join(report.plugins) or 'none'}",
-        f"- ratio: {report.ratio:g}",
+        f"- ratio: {report.ratio:g}" + _per_dimension(report.config.ratios),
         f"- parameters: {report.params.before:,} → {report.params.after:,} "
         f"({report.params.reduction:.1%} fewer)",
         f"- stock checkpoint: {'yes' if report.stock else 'no — load with prunekit.load(DIR)'}",

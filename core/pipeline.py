@@ -21,9 +21,13 @@ from prunekit.slicing import keep_plan, kept_layers
 
 if TYPE_CHECKING:
     from torch import nn
+    from transformers import PreTrainedModel
 
+    from prunekit.architectures import Architecture
     from prunekit.config import RunConfig
+    from prunekit.hooks import Hooks
     from prunekit.manager import Plugins
+    from prunekit.payloads import Importance
 
 log = logging.getLogger(__name__)
 
@@ -61,13 +65,42 @@ def with_evaluator_options(config: RunConfig, evaluators: list[str]) -> RunConfi
     return config.model_copy(update={"options": {**config.options, **missing}}) if missing else config
 
 
+def slice_by_importance(
+    importances: list[Importance], config: RunConfig, model: PreTrainedModel, architecture: Architecture, hooks: Hooks
+) -> tuple[dict[str, object], bool]:
+    """Slice ``model`` in place at the config's ratios by a pruner's scores; return the pruning
+    report per dimension and whether the result is a stock checkpoint.
+
+    Apart from :func:`run` so that a search can score once per pruner and slice copies of the
+    model at many ratios exactly as a run would."""
+    pruning: dict[str, object] = {}
+    for importance in importances:
+        if importance.dimension not in architecture.dimensions:
+            raise UsageError(
+                f"{architecture.family} models cannot be sliced along "
+                f"{importance.dimension.value} into a stock checkpoint"
+            )
+        pruning[importance.dimension.value] = importance.report
+    plan = keep_plan(importances, config.ratio, architecture, model, ratios=config.ratios)
+    depth = kept_layers(importances, config.ratio_for(Dimension.LAYERS), len(plan))
+    if depth is not None:  # drop whole layers first; the survivors keep their own plans
+        architecture.drop_layers(model, depth)
+        removed = sorted(set(range(len(plan))) - set(depth))
+        pruning[Dimension.LAYERS.value] = {**pruning[Dimension.LAYERS.value], "removed_layers": removed}
+        plan = [plan[index] for index in depth]
+    for index, keep in enumerate(track(plan, "slicing layers")):
+        hooks.slice_layer(SliceRequest(model, architecture, index, keep))
+    return pruning, architecture.sync_config(model)
+
+
 def run(config: RunConfig, plugins: Plugins) -> output.Report:
     """Compress ``config.model`` with the selected plugins; write and return the report."""
     hooks = plugins.hooks(config.plugins)
     config = plugins.resolve_options(with_evaluator_options(config, hooks.evaluators()))
-    if config.ratio > 0 and not hooks.has_pruner():
+    if config.compresses and not hooks.has_pruner():
+        ratio = max([config.ratio, *config.ratios.values()])
         raise UsageError(
-            f"ratio {config.ratio:g} needs a pruner, and none of the selected plugins "
+            f"ratio {ratio:g} needs a pruner, and none of the selected plugins "
             f"({', '.join(config.plugins) or 'none'}) scores importance"
         )
     directory = output.run_directory(config)
@@ -84,29 +117,13 @@ def run(config: RunConfig, plugins: Plugins) -> output.Report:
 
     pruning: dict[str, object] = {}
     stock = True
-    if config.ratio > 0:
+    if config.compresses:
         with clock.stage("score"):
             importances = hooks.score_importance(ScoreRequest(model, architecture, config, tokenizer=tokenizer))
         if not importances:
             raise RuntimeError(f"the selected pruners returned no importance for {config.model}")
-        for importance in importances:
-            if importance.dimension not in architecture.dimensions:
-                raise UsageError(
-                    f"{architecture.family} models cannot be sliced along "
-                    f"{importance.dimension.value} into a stock checkpoint"
-                )
-            pruning[importance.dimension.value] = importance.report
-        plan = keep_plan(importances, config.ratio, architecture, model)
-        depth = kept_layers(importances, config.ratio, len(plan))
         with clock.stage("slice"):
-            if depth is not None:  # drop whole layers first; the survivors keep their own plans
-                architecture.drop_layers(model, depth)
-                removed = sorted(set(range(len(plan))) - set(depth))
-                pruning[Dimension.LAYERS.value] = {**pruning[Dimension.LAYERS.value], "removed_layers": removed}
-                plan = [plan[index] for index in depth]
-            for index, keep in enumerate(track(plan, "slicing layers")):
-                hooks.slice_layer(SliceRequest(model, architecture, index, keep))
-            stock = architecture.sync_config(model)
+            pruning, stock = slice_by_importance(importances, config, model, architecture, hooks)
 
     recovery = None
     with clock.stage("recover"):

@@ -9,6 +9,7 @@ layers that stay, and the architecture's ``drop_layers`` removes the others.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import torch
@@ -29,9 +30,14 @@ def kept_units(units: int, ratio: float) -> int:
 
 
 def keep_plan(
-    importances: list[Importance], ratio: float, architecture: Architecture, model: PreTrainedModel
+    importances: list[Importance],
+    ratio: float,
+    architecture: Architecture,
+    model: PreTrainedModel,
+    ratios: Mapping[Dimension, float] | None = None,
 ) -> list[dict[Dimension, torch.Tensor]]:
-    """Per layer, the sorted indices of the highest-scoring units to keep, per dimension.
+    """Per layer, the sorted indices of the highest-scoring units to keep, per dimension: the top
+    ``int((1 - r) * units)``, where ``r`` is the dimension's entry in ``ratios``, else ``ratio``.
 
     A pruner's scores must cover every unit of every layer and be finite; anything else is a bug
     in the pruner, reported with the layer it concerns rather than sliced into a wrong model.
@@ -55,7 +61,7 @@ def keep_plan(
                 raise RuntimeError(f"layer {index}: {scores.numel()} {dim.value} scores for {units} units")
             if not torch.isfinite(scores).all():
                 raise RuntimeError(f"layer {index}: {dim.value} scores contain NaN or Inf")
-            keep = kept_units(units, ratio) if counts is None else counts[index]
+            keep = kept_units(units, (ratios or {}).get(dim, ratio)) if counts is None else counts[index]
             if not 0 < keep <= units:
                 raise RuntimeError(f"layer {index}: cannot keep {keep} of {units} {dim.value} units")
             # stable sort: equal scores keep the lower index, so plans are reproducible

@@ -1,0 +1,98 @@
+"""The ``optuna`` selector (TPE, random, grid) and the Optuna side of the search: its study, the
+budget as a constraint, the Pareto front, and selectors as Optuna samplers."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import optuna
+import pytest
+
+from prunekit.config import RunConfig
+from prunekit.manager import get_plugins
+from prunekit.payloads import Selection
+from prunekit.search.budget import LatencyBudget
+from prunekit.search.driver import SearchLoop
+from prunekit.search.objective import Objective
+from prunekit.search.study import SearchStudy, SelectorSampler, suggest
+from prunekit.search.table import TableEvaluator, replay
+
+from test_bandit import synthetic_table
+
+MEAN = Objective()
+
+
+def full_evaluations(outcome) -> Counter:
+    return Counter(trial.candidate.key for trial in outcome.history if trial.scores)
+
+
+def test_grid_evaluates_every_feasible_configuration_once_and_finds_the_best():
+    table = synthetic_table(3)
+    outcome = replay(table, get_plugins(), "optuna", objective=MEAN, budget=0.75, seed=3, options={"sampler": "grid"})
+    space = table.space()
+    feasible = {c.key for c in table.feasible(space, 0.75)}
+    assert set(full_evaluations(outcome)) == feasible
+    assert max(full_evaluations(outcome).values()) == 1
+    assert all(len(trial.scores) == table.batches for trial in outcome.history if trial.scores)
+    assert outcome.selection.best.key == table.best(MEAN, 0.75).key
+    assert "every configuration evaluated" in outcome.selection.note
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "random"])
+def test_samplers_stop_at_the_evaluation_budget_and_never_repeat(sampler):
+    table = synthetic_table(4)
+    outcome = replay(table, get_plugins(), "optuna", objective=MEAN, budget=0.75, seed=4,
+                     max_evaluations=6, options={"sampler": sampler})
+    assert outcome.evaluations == 6 * table.batches
+    assert max(full_evaluations(outcome).values()) == 1
+    best = outcome.selection.best
+    assert best is not None and table.timing(table.space(), best).relative <= 0.75
+
+
+def test_without_a_budget_the_search_is_a_pareto_search():
+    table = synthetic_table(6)
+    outcome = replay(table, get_plugins(), "optuna", objective=MEAN, budget=None, seed=6, options={"sampler": "grid"})
+    assert outcome.selection.best is None
+    assert len(full_evaluations(outcome)) == len(table.space().candidates())
+    assert all(trial.feasible for trial in outcome.history)
+
+
+@pytest.mark.parametrize("budget", [0.75, None])
+def test_the_budget_is_an_optuna_constraint_and_latency_a_second_objective(budget):
+    table = synthetic_table(7)
+    plugins = get_plugins()
+    config = plugins.resolve_options(RunConfig(model="synthetic", plugins=["optuna"], options={"optuna": {"sampler": "grid"}}))
+    study = SearchStudy(None, "constraint", ["maximize"] if budget is not None else ["maximize", "minimize"])
+    SearchLoop(
+        config=config, evaluator=TableEvaluator(table), hooks=plugins.hooks(["optuna"]), study=study,
+        budget=None if budget is None else LatencyBudget(fraction=budget), objective=MEAN,
+        batches=table.batches, max_evaluations=5,
+    ).run()
+    trials = study.study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    assert trials
+    if budget is None:
+        assert all(len(t.values) == 2 and t.values[1] == t.user_attrs["latency"] for t in trials)
+        assert study.study.best_trials  # Optuna's own Pareto front
+    else:
+        for trial in trials:
+            assert trial.constraints == {"latency": pytest.approx(trial.user_attrs["latency"] - budget)}
+        assert study.study.best_trial.user_attrs["feasible"]
+
+
+def test_any_selector_drives_a_plain_optuna_study_as_its_sampler():
+    """SelectorSampler is an ordinary Optuna sampler: study.optimize follows the selector's choices."""
+    space = synthetic_table().space()
+    wanted = [c for c in space.candidates() if c.plugin == "wide"][:3]
+    chosen = iter(wanted)
+    sampler = SelectorSampler(lambda study: Selection(next=next(chosen)), space)
+    study = optuna.create_study(sampler=sampler)
+    keys = []
+
+    def objective(trial):
+        keys.append(suggest(trial, space).key)
+        return 0.0
+
+    study.optimize(objective, n_trials=3)
+    assert keys == [c.key for c in wanted]
+    assert wanted[0].key == "wide ffn=0.1 heads=0"
+    assert study.trials[0].params == {"pruner": "wide", "ffn": 0, "heads": 0}  # axis positions
