@@ -21,8 +21,10 @@ if TYPE_CHECKING:
     from prunekit.payloads import (
         EvalRequest,
         Importance,
+        ModelSlice,
         RecoverRequest,
         Recovery,
+        RestoreRequest,
         ScoreRequest,
         SelectRequest,
         Selection,
@@ -38,6 +40,7 @@ class Hooks:
         inactive = [plugin for name, plugin in pm.list_name_plugin() if plugin and name not in active]
         self._score = pm.subset_hook_caller("score_importance", inactive)
         self._slice = pm.subset_hook_caller("slice_layer", inactive)
+        self._slice_model = pm.subset_hook_caller("slice_model", inactive)
         self._recover = pm.subset_hook_caller("recover", inactive)
         self._select = pm.subset_hook_caller("select_ratio", inactive)
         evaluators = {pm.get_name(impl.plugin) for impl in pm.hook.evaluate.get_hookimpls()}
@@ -55,8 +58,28 @@ class Hooks:
         return architectures.resolve(model, self.architectures())
 
     def has_pruner(self) -> bool:
-        """Whether an active plugin implements ``score_importance``."""
-        return bool(self._score.get_hookimpls())
+        """Whether an active plugin implements ``score_importance`` or ``slice_model``."""
+        return bool(self.scorers() or self.model_slicers())
+
+    def scorers(self) -> list[str]:
+        """Active plugins that score units for the per-layer path (``score_importance``)."""
+        return [self._pm.get_name(impl.plugin) for impl in self._score.get_hookimpls()]
+
+    def model_slicers(self) -> list[str]:
+        """Active plugins that slice the whole model themselves (``slice_model``)."""
+        return [self._pm.get_name(impl.plugin) for impl in self._slice_model.get_hookimpls()]
+
+    def slice_model(self, request: ScoreRequest) -> ModelSlice:
+        result = self._slice_model(request=request)
+        if result is None:
+            raise RuntimeError("the selected whole-model slicer returned nothing")
+        return result
+
+    def restore_structure(self, request: RestoreRequest) -> None:
+        """Every installed plugin is asked, whether or not a run selected it (as for architectures)."""
+        if not self._pm.hook.restore_structure(request=request):
+            writer = request.structure.get("plugin")
+            raise RuntimeError(f"no installed plugin restores the structure written by {writer!r}")
 
     def score_importance(self, request: ScoreRequest) -> list[Importance] | None:
         return self._score(request=request)
@@ -81,7 +104,6 @@ class Hooks:
         others = [plugin for other, plugin in self._pm.list_name_plugin() if plugin and other != name]
         results = self._pm.subset_hook_caller("evaluate", others)(request=request)
         return results[0] if results else None
-
 
     def select_ratio(self, request: SelectRequest) -> Selection | None:
         return self._select(request=request)

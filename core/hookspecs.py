@@ -7,9 +7,11 @@ One run calls them in this order::
     evaluate(stage="before")    collect-all: every active evaluator adds metrics
     score_importance            first result: the active pruner decides
     slice_layer  x layers       first result: the core's structural slicer unless a plugin takes over
+      (or slice_model           first result: a whole-model slicer replaces the two steps above)
     recover                     first result, optional
     evaluate(stage="after")
     select_ratio                first result; called by searches, which wrap whole runs
+    restore_structure           first result; called by prunekit.load for non-stock checkpoints
 
 Each hook takes one typed request from :mod:`prunekit.payloads` and returns a typed result, or
 ``None`` to let the next plugin answer. ``docs/hooks.md`` carries one heading per hook with its
@@ -30,8 +32,10 @@ if TYPE_CHECKING:
         EvalRequest,
         Importance,
         Metrics,
+        ModelSlice,
         RecoverRequest,
         Recovery,
+        RestoreRequest,
         ScoreRequest,
         SelectRequest,
         Selection,
@@ -88,8 +92,24 @@ def slice_layer(request: SliceRequest) -> bool | None:
     Return ``True`` when the layer was sliced, ``None`` to leave it to the next plugin. The core's
     own structural slicer answers last: it removes FFN channels and whole attention heads (whole
     KV groups under grouped-query attention) through the layer's architecture adapter. A plugin
-    implements this hook only to slice differently (rotate-then-slice, say). After every layer is
-    sliced the core rewrites the model config from the new module shapes.
+    implements this hook only to slice differently (a rotation that spans layers implements
+    :func:`slice_model` instead). After every layer is sliced the core rewrites the model config
+    from the new module shapes.
+    """
+
+
+@hookspec(firstresult=True)
+def slice_model(request: ScoreRequest) -> ModelSlice | None:
+    """Compress the whole model in one step, for a method whose scoring and slicing cannot be separated.
+
+    SliceGPT is the example: it rotates the hidden dimension, which runs through the embeddings,
+    every layer and the head, and each layer's rotation is computed from the signal of the layers
+    already sliced, so its "scores" hold for one ratio only and cannot be reused at another. A
+    selected plugin that implements this hook takes the place of :func:`score_importance`, the
+    keep plan and :func:`slice_layer` for the run: it modifies ``request.model`` in place (layer by
+    layer, so memory stays near one layer beyond the model) and returns a
+    :class:`~prunekit.payloads.ModelSlice` that says whether the result is still a stock
+    architecture. A non-stock result records in its config what :func:`restore_structure` needs.
     """
 
 
@@ -128,4 +148,17 @@ def select_ratio(request: SelectRequest) -> Selection | None:
     on those batches (``None``: all, a full evaluation), or ``Selection(next=None, best=...)`` to end
     the search. The selectors the search names are asked (every installed one if it names none),
     first answer wins; return ``None`` for a search you cannot run (the bandit without a budget).
+    """
+
+
+@hookspec(firstresult=True)
+def restore_structure(request: RestoreRequest) -> bool | None:
+    """Reshape a model built from a non-stock checkpoint's config into the structure its weights were saved in.
+
+    ``prunekit.load(DIR)`` builds the model from ``config.json`` and, when the config carries a
+    ``prunekit_structure`` entry (modules the stock family lacks, e.g. SliceGPT's shortcut
+    matrices), asks every installed plugin to restore it. The plugin named by
+    ``request.structure["plugin"]`` reshapes and adds modules in place and returns ``True``; the
+    weights are then loaded from the safetensors files, strictly. Others return ``None``. No
+    pickle is involved: the structure is plain JSON in the config.
     """

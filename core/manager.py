@@ -49,9 +49,11 @@ DEFAULT_PLUGINS: dict[str, str] = {
     "perplexity": "prunekit.plugins.evaluators.perplexity",
     "zeroshot": "prunekit.plugins.evaluators.zeroshot",
     "latency": "prunekit.plugins.evaluators.speed",
-    "lora": "prunekit.plugins.lora",
     "magnitude": "prunekit.plugins.magnitude",
     "prunenet": "prunekit.plugins.prunenet",
+    "activation": "prunekit.plugins.activation",
+    "slicegpt": "prunekit.plugins.slicegpt",
+    "lora": "prunekit.plugins.lora",
     "bandit": "prunekit.plugins.bandit",
     "optuna": "prunekit.plugins.optuna_search",
 }

@@ -34,11 +34,16 @@ class Dimension(str, Enum):
     LAYERS = "layers"
     """Whole decoder layers (depth): a pruner gives each layer one score, and the core keeps the
     top ``int((1 - ratio) * layers)`` layers of the model rather than units within a layer."""
+    HIDDEN = "hidden"
+    """The residual-stream width that the embeddings, every layer and the head share. Only a
+    whole-model slicer (:func:`~prunekit.hookspecs.slice_model`, e.g. SliceGPT's rotate-and-slice)
+    shrinks it; units are directions of the stream, not single coordinates."""
 
 
 @dataclass
 class ScoreRequest:
-    """What a pruner gets in :func:`~prunekit.hookspecs.score_importance`."""
+    """What a pruner gets in :func:`~prunekit.hookspecs.score_importance` (and a whole-model
+    slicer in :func:`~prunekit.hookspecs.slice_model`)."""
 
     model: PreTrainedModel
     architecture: Architecture
@@ -70,6 +75,27 @@ class Importance:
     Not used with :attr:`Dimension.LAYERS`."""
     report: dict[str, Any] = field(default_factory=dict)
     """JSON-serialisable facts for the run report (settings, learning curve, timings)."""
+
+
+@dataclass
+class ModelSlice:
+    """What a whole-model slicer did, in :func:`~prunekit.hookspecs.slice_model`."""
+
+    dimension: Dimension
+    stock: bool
+    """Whether the sliced model is still a stock architecture that ``from_pretrained`` loads; if
+    not, its config carries ``prunekit_structure`` and it loads with ``prunekit.load(DIR)``."""
+    report: dict[str, Any] = field(default_factory=dict)
+    """JSON-serialisable facts for the run report (settings, calibration, timings)."""
+
+
+@dataclass
+class RestoreRequest:
+    """A model built from a non-stock checkpoint's config, in :func:`~prunekit.hookspecs.restore_structure`."""
+
+    model: PreTrainedModel
+    structure: dict[str, Any]
+    """The config's ``prunekit_structure`` entry as its writer saved it; ``plugin`` names the writer."""
 
 
 @dataclass

@@ -103,6 +103,11 @@ def run(config: RunConfig, plugins: Plugins) -> output.Report:
             f"ratio {ratio:g} needs a pruner, and none of the selected plugins "
             f"({', '.join(config.plugins) or 'none'}) scores importance"
         )
+    if hooks.model_slicers() and hooks.scorers():
+        raise UsageError(
+            f"{', '.join(hooks.model_slicers())} slices the whole model and cannot share a run with "
+            f"the per-layer pruner {', '.join(hooks.scorers())}; select one"
+        )
     directory = output.run_directory(config)
     clock = Stopwatch()
 
@@ -117,7 +122,12 @@ def run(config: RunConfig, plugins: Plugins) -> output.Report:
 
     pruning: dict[str, object] = {}
     stock = True
-    if config.compresses:
+    if config.compresses and hooks.model_slicers():  # e.g. rotate-and-slice of the hidden width
+        with clock.stage("slice"):
+            sliced = hooks.slice_model(ScoreRequest(model, architecture, config, tokenizer=tokenizer))
+        pruning[sliced.dimension.value] = sliced.report
+        stock = sliced.stock
+    elif config.compresses:
         with clock.stage("score"):
             importances = hooks.score_importance(ScoreRequest(model, architecture, config, tokenizer=tokenizer))
         if not importances:

@@ -41,10 +41,10 @@ def summary(name: str) -> str:
     return first.replace("``", "`")
 
 
-def test_there_are_five_pipeline_hooks_and_two_registration_hooks():
+def test_there_are_six_pipeline_hooks_two_registration_hooks_and_one_loading_hook():
     assert hook_names() == [
-        "evaluate", "plugin_options", "recover", "register_architectures", "score_importance", "select_ratio",
-        "slice_layer",
+        "evaluate", "plugin_options", "recover", "register_architectures", "restore_structure",
+        "score_importance", "select_ratio", "slice_layer", "slice_model",
     ]
 
 
