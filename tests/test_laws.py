@@ -430,3 +430,21 @@ def test_resuming_with_other_settings_is_refused(sweep_plugins, tmp_path):
     assert sweep(out, "--ratios", "0.3,0.6", "--recover-sizes", "0").exit_code == 0
     result = sweep(out, "--ratios", "0.3,0.6", "--recover-sizes", "0", "--seed", "5")
     assert_one_line_error(result, "holds a sweep with other settings (run.seed)")
+
+
+def test_a_config_field_added_since_the_sweep_started_is_not_a_changed_setting(sweep_plugins, tmp_path):
+    probe, _ = sweep_plugins
+    out = tmp_path / "sweep"
+    assert sweep(out, "--ratios", "0.3,0.6", "--recover-sizes", "0").exit_code == 0
+    settings = json.loads((out / "sweep.json").read_text())
+    del settings["run"]["ratios"]  # as a sweep started before RunConfig had the field recorded it
+    (out / "sweep.json").write_text(json.dumps(settings))
+    assert sweep(out, "--ratios", "0.3,0.6", "--recover-sizes", "0").exit_code == 0
+    assert probe.calls == 2
+
+
+def test_a_config_with_per_dimension_ratios_is_refused(sweep_plugins, tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text("ratios: {ffn: 0.5}\n")
+    result = sweep(tmp_path / "s", "--config", str(config))
+    assert_one_line_error(result, "a sweep sets every point's ratio itself")

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from prunekit.errors import UsageError
 from prunekit.laws.points import RESULTS_FILE, Point, point_from_report, write_points
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from prunekit.manager import Plugins
 
 SETTINGS_FILE = "sweep.json"
+POINT_FIELDS = {"ratio", "output"}
 
 
 class SweepSettings(BaseModel):
@@ -102,6 +103,17 @@ def check_point(config: RunConfig, plugins: Plugins) -> None:
         raise UsageError(f"none of the plugins {', '.join(config.plugins)} scores importance: a sweep needs a pruner")
 
 
+def recorded_run(run: dict[str, Any]) -> dict[str, Any]:
+    """A run config as ``sweep.json`` records it: read by the current :class:`RunConfig`, so a
+    field added to it since shows its default instead of looking like a changed setting."""
+    from prunekit.config import RunConfig
+
+    try:
+        return RunConfig.model_validate(run).model_dump(mode="json", exclude=POINT_FIELDS)
+    except ValidationError:
+        return run
+
+
 def check_settings(directory: Path, settings: SweepSettings) -> None:
     """Refuse to resume a sweep that was started with other settings."""
     file = directory / SETTINGS_FILE
@@ -109,6 +121,7 @@ def check_settings(directory: Path, settings: SweepSettings) -> None:
         return
     previous = SweepSettings.model_validate_json(file.read_text())
     old, new = previous.model_dump(mode="json"), settings.model_dump(mode="json")
+    old["run"] = recorded_run(old["run"])
     changed = sorted(
         [f"run.{k}" for k in old["run"].keys() | new["run"].keys() if old["run"].get(k) != new["run"].get(k)]
         + [k for k in ("recovery", "accuracy_metric") if old[k] != new[k]]
@@ -140,11 +153,13 @@ def run_sweep(
     from prunekit.output import write_text
 
     check_grid(ratios, sizes)
+    if base.ratios:
+        raise UsageError("a sweep sets every point's ratio itself: remove `ratios` from the config")
     directory = base.output or default_directory(base)
     if directory.exists() and not directory.is_dir():
         raise UsageError(f"sweep output is not a directory: {directory}")
     settings = SweepSettings(
-        run=base.model_dump(mode="json", exclude={"ratio", "output"}),
+        run=base.model_dump(mode="json", exclude=POINT_FIELDS),
         recovery=recovery,
         accuracy_metric=accuracy_metric,
     )
