@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import math
 import os
-from contextlib import contextmanager
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,15 +37,15 @@ class LossProgress(TrainerCallback):
         self.progress = progress
         self.task: Any = None
 
-    def on_train_begin(self, args, state, control, **kwargs):  # noqa: ANN001, ANN201 (Trainer's signature)
+    def on_train_begin(self, args, state, control, **kwargs):  # Trainer's callback signature
         self.task = self.progress.add_task(
             "LoRA recovery", total=state.max_steps, completed=state.global_step, loss="", eval_loss=""
         )
 
-    def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001, ANN201
+    def on_step_end(self, args, state, control, **kwargs):
         self.progress.update(self.task, completed=state.global_step)
 
-    def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001, ANN201
+    def on_log(self, args, state, control, logs=None, **kwargs):
         if self.task is None or not logs:
             return
         if "loss" in logs:
