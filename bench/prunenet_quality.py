@@ -120,8 +120,12 @@ def main() -> None:
     parser.add_argument("--pruners", type=lambda s: s.split(","), default=list(PRUNERS))
     parser.add_argument("--train-ratio", type=float, default=0.3, help="ratio PruneNet's policy is trained at")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (default torch's); 1 is faster on a CPU shared with other jobs")
     parser.add_argument("--output", type=Path, default=Path("bench/results/prunenet_quality.json"))
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     data = shared_data_dir()
     if data is None:

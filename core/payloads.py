@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -180,7 +181,7 @@ class Candidate:
     plugin: str
     ratios: dict[Dimension, float]
 
-    @property
+    @cached_property
     def key(self) -> str:
         """A stable name such as ``prunenet ffn=0.3``; equal configurations have equal keys."""
         order = list(Dimension)
@@ -237,13 +238,16 @@ class SelectRequest:
         """The plugin's own settings from the run config (``options: {plugin: {...}}``)."""
         return dict(self.config.options.get(plugin, {}))
 
+    @cached_property
+    def _measured(self) -> dict[str, dict[int, dict[str, float]]]:
+        merged: dict[str, dict[int, dict[str, float]]] = {}
+        for trial in self.history:
+            merged.setdefault(trial.candidate.key, {}).update(trial.scores)
+        return merged
+
     def measured(self, candidate: Candidate) -> dict[int, dict[str, float]]:
         """Every batch measured for ``candidate`` so far, over all its trials."""
-        merged: dict[int, dict[str, float]] = {}
-        for trial in self.history:
-            if trial.candidate.key == candidate.key:
-                merged.update(trial.scores)
-        return merged
+        return dict(self._measured.get(candidate.key, {}))
 
     def quality(self, candidate: Candidate) -> float | None:
         """The objective of ``candidate`` estimated from its measured batches (``None``: none yet)."""

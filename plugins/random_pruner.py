@@ -7,7 +7,7 @@ scores from a generator seeded by the run's ``seed`` make the top-k a uniform ra
 from __future__ import annotations
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from prunekit import hookimpl
 from prunekit.payloads import Dimension, Importance, ScoreRequest
@@ -21,6 +21,14 @@ class RandomOptions(BaseModel):
     dimensions: list[Dimension] = Field(
         default=[Dimension.FFN], min_length=1, description="Dimensions to slice: ffn, heads and/or layers (depth)."
     )
+
+    @field_validator("dimensions")
+    @classmethod
+    def _per_layer_units(cls, dimensions: list[Dimension]) -> list[Dimension]:
+        # The hidden width has no units of its own to score: only a whole-model slicer rotates it.
+        if Dimension.HIDDEN in dimensions:
+            raise ValueError("random scores ffn, heads or layers; the hidden width is sliced by slicegpt")
+        return dimensions
 
 
 @hookimpl

@@ -93,7 +93,8 @@ def test_plugin_options_are_validated_and_defaults_recorded():
 @pytest.mark.parametrize(
     ("options", "expected"),
     [
-        ({"random": {"dimensions": ["depth"]}}, "invalid config: options.random.dimensions.0: Input should be 'ffn', 'heads' or 'layers'"),
+        ({"random": {"dimensions": ["depth"]}}, "invalid config: options.random.dimensions.0: Input should be 'ffn', 'heads', 'layers' or 'hidden'"),
+        ({"random": {"dimensions": ["hidden"]}}, "invalid config: options.random.dimensions: Value error, random scores ffn, heads or layers"),
         ({"random": {"dimension": ["ffn"]}}, "invalid config: options.random.dimension: Extra inputs are not permitted"),
         ({"randon": {}}, "invalid config: options for unknown plugin 'randon'"),
     ],

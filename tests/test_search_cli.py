@@ -14,7 +14,7 @@ from prunekit.cli import app
 # small and quick: two batches of one short window, short latency runs, a short final evaluation
 QUICK = [
     "--batches", "2", "--windows", "1", "--window-length", "64",
-    "-o", "latency.repeats=2", "-o", "latency.warmup=0", "-o", "latency.prompt_tokens=16", "-o", "latency.new_tokens=4",
+    "-o", "latency.repeats=1", "-o", "latency.warmup=0", "-o", "latency.prompt_tokens=16", "-o", "latency.new_tokens=4",
     "-o", "perplexity.windows=1", "-o", "perplexity.length=64",
 ]
 
@@ -92,6 +92,7 @@ def test_a_search_without_budget_returns_the_pareto_front(tmp_path):
     ("args", "fragments"),
     [
         (["--plugins", "bandit", "--latency-budget", "0.5"], ["a search needs a pruner among --plugins"]),
+        (["--plugins", "slicegpt", "--latency-budget", "0.5"], ["slicegpt slices the whole model"]),
         (["--plugins", "random", "--latency-budget", "1.5"], ["--latency-budget '1.5'"]),
         (["--plugins", "random", "--ratios", "0.5:0.1"], ["--ratios '0.5:0.1'"]),
         (["--plugins", "random", "--ratios", "heads=0.5"], ["--ratios names heads, which none of the pruners"]),

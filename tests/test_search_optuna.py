@@ -27,7 +27,7 @@ def full_evaluations(outcome) -> Counter:
 
 
 def test_grid_evaluates_every_feasible_configuration_once_and_finds_the_best():
-    table = synthetic_table(3)
+    table = synthetic_table(3, batches=2)
     outcome = replay(table, get_plugins(), "optuna", objective=MEAN, budget=0.75, seed=3, options={"sampler": "grid"})
     space = table.space()
     feasible = {c.key for c in table.feasible(space, 0.75)}
@@ -40,7 +40,7 @@ def test_grid_evaluates_every_feasible_configuration_once_and_finds_the_best():
 
 @pytest.mark.parametrize("sampler", ["tpe", "random"])
 def test_samplers_stop_at_the_evaluation_budget_and_never_repeat(sampler):
-    table = synthetic_table(4)
+    table = synthetic_table(4, batches=2)
     outcome = replay(table, get_plugins(), "optuna", objective=MEAN, budget=0.75, seed=4,
                      max_evaluations=6, options={"sampler": sampler})
     assert outcome.evaluations == 6 * table.batches
@@ -50,7 +50,7 @@ def test_samplers_stop_at_the_evaluation_budget_and_never_repeat(sampler):
 
 
 def test_without_a_budget_the_search_is_a_pareto_search():
-    table = synthetic_table(6)
+    table = synthetic_table(6, batches=2)
     outcome = replay(table, get_plugins(), "optuna", objective=MEAN, budget=None, seed=6, options={"sampler": "grid"})
     assert outcome.selection.best is None
     assert len(full_evaluations(outcome)) == len(table.space().candidates())
@@ -59,7 +59,7 @@ def test_without_a_budget_the_search_is_a_pareto_search():
 
 @pytest.mark.parametrize("budget", [0.75, None])
 def test_the_budget_is_an_optuna_constraint_and_latency_a_second_objective(budget):
-    table = synthetic_table(7)
+    table = synthetic_table(7, batches=2)
     plugins = get_plugins()
     config = plugins.resolve_options(RunConfig(model="synthetic", plugins=["optuna"], options={"optuna": {"sampler": "grid"}}))
     study = SearchStudy(None, "constraint", ["maximize"] if budget is not None else ["maximize", "minimize"])

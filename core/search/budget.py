@@ -15,6 +15,7 @@ over a long search, and a ratio of two back-to-back measurements moves far less 
 from __future__ import annotations
 
 import re
+import statistics
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -32,14 +33,33 @@ ABSOLUTE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|us|µs)\s*$")
 
 @dataclass(frozen=True)
 class Timing:
-    """A candidate's latency and the uncompressed model's, timed one right after the other (ms)."""
+    """The latency of one model shape: each run times the uncompressed model and then the shape.
 
-    milliseconds: float
-    reference_milliseconds: float
+    Usually one run; the search times the shape it is about to answer with once more, and the
+    median of the runs is what counts."""
+
+    runs: tuple[tuple[float, float], ...]
+    """(shape's ms, uncompressed model's ms timed right before), per run."""
+
+    @classmethod
+    def single(cls, milliseconds: float, reference_milliseconds: float) -> Timing:
+        return cls(((milliseconds, reference_milliseconds),))
+
+    def add(self, other: Timing) -> Timing:
+        return Timing(self.runs + other.runs)
+
+    @property
+    def milliseconds(self) -> float:
+        return statistics.median(run[0] for run in self.runs)
+
+    @property
+    def reference_milliseconds(self) -> float:
+        return statistics.median(run[1] for run in self.runs)
 
     @property
     def relative(self) -> float:
-        return self.milliseconds / self.reference_milliseconds
+        """The median over runs of the shape's latency relative to the uncompressed model's."""
+        return statistics.median(run[0] / run[1] for run in self.runs)
 
 
 class LatencyBudget(BaseModel):

@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 
 BATCHES_FILE = "batches.jsonl"
 EVALUATIONS_FILE = "evaluations.jsonl"
+CONFIRMING_RUNS = 2
+"""Timings of the answer's shape before the search accepts it (the median counts)."""
 
 
 class Measurer(Protocol):
@@ -215,14 +217,28 @@ class SearchLoop:
         """The latency of ``candidate``'s shape: timed once, then shared by the study."""
         structure = self.space.structure(candidate)
         timing = self.study.timings().get(structure)
-        if timing is None:
-            timing = self.evaluator.prepare(candidate).time()
-            self.study.set_timing(structure, timing)
-            self.announce(
-                f"timed {structure}: {timing.milliseconds:.4g} ms "
-                f"({timing.relative:.3f} × uncompressed, {timing.reference_milliseconds:.4g} ms)"
-            )
+        return self.time(candidate, self.evaluator.prepare(candidate)) if timing is None else timing
+
+    def time(self, candidate: Candidate, measurer: Measurer) -> Timing:
+        """Time ``candidate``'s shape (once more), record it, and return all its runs."""
+        structure = self.space.structure(candidate)
+        run = measurer.time()
+        timing = self.study.add_timing(structure, run)
+        self.announce(
+            f"timed {structure}: {run.milliseconds:.4g} ms ({run.relative:.3f} × uncompressed, "
+            f"{run.reference_milliseconds:.4g} ms)" + (f"; median of {len(timing.runs)} runs {timing.relative:.3f}"
+                                                       if len(timing.runs) > 1 else "")
+        )
         return timing
+
+    def confirm(self, candidate: Candidate) -> bool:
+        """Time the shape of the answer once more unless it already was; ``True`` if it was timed
+        now (its median latency may have crossed the budget, so the selector must be asked again)."""
+        timing = self.study.timings().get(self.space.structure(candidate))
+        if timing is not None and len(timing.runs) >= CONFIRMING_RUNS:
+            return False
+        self.time(candidate, self.evaluator.prepare(candidate))
+        return True
 
     def time_fastest(self) -> list[tuple[Candidate, Timing]]:
         """Time the most compressed shapes, the only ones that can tell an unreachable budget."""
@@ -233,8 +249,7 @@ class SearchLoop:
         measurer = self.evaluator.prepare(candidate)
         timing = self.study.timings().get(structure)
         if timing is None:
-            timing = measurer.time()
-            self.study.set_timing(structure, timing)
+            timing = self.time(candidate, measurer)
         feasible = self.feasible(timing)
         scores: dict[int, dict[str, float]] = {}
         if feasible:
@@ -251,9 +266,11 @@ class SearchLoop:
     def step(self, selection: Selection) -> Trial:
         """Evaluate the selection's next candidate in a new trial of the study."""
         trial = self.study.study.ask()
+        # The owner first: a search killed between two of these writes must leave a trial that
+        # fail_abandoned can attribute to a dead worker, never one that looks pending forever.
+        trial.set_user_attr("worker", worker())
         candidate = suggest(trial, self.space)
         trial.set_user_attr("candidate", candidate_attrs(candidate))
-        trial.set_user_attr("worker", worker())
         trial.set_user_attr("key", candidate.key)
         trial.set_user_attr("structure", self.space.structure(candidate))
         batches = list(range(self.batches)) if selection.batches is None else list(selection.batches)
@@ -308,9 +325,13 @@ class SearchLoop:
         return Outcome(selection, history, reference, timings, evaluations_spent(history), self.latency(timings))
 
     def run(self) -> Outcome:
-        """Evaluate until the selector names no next candidate."""
+        """Evaluate until the selector names no next candidate. Under a budget, the answer's shape
+        is timed a second time first, and the selector asked again if that changed its latency."""
         while True:
             selection = self.sampler.peek(self.study.study)
             if selection.next is None:
+                if self.budget is not None and selection.best is not None and self.confirm(selection.best):
+                    self.sampler.forget()
+                    continue
                 return self.outcome(selection)
             self.step(selection)

@@ -208,7 +208,7 @@ class _Sliced:
     def time(self) -> Timing:
         model = self._built()
         reference = self._evaluator.milliseconds(self._evaluator.dense)
-        return Timing(self._evaluator.milliseconds(model), reference)
+        return Timing.single(self._evaluator.milliseconds(model), reference)
 
     def scores(self, batch: int) -> dict[str, float]:
         return self._evaluator.scores(self._built(), batch)

@@ -55,7 +55,9 @@ class Reference:
         self.batches = {int(k): dict(v) for k, v in self.batches.items()}
         if not self.batches:
             raise ValueError("the reference needs at least one evaluation batch")
-        for task, score in self.full().items():
+        tasks = sorted(next(iter(self.batches.values())))
+        self._full = {task: statistics.fmean(scores[task] for scores in self.batches.values()) for task in tasks}
+        for task, score in self._full.items():
             if not score > 0:
                 raise UsageError(
                     f"the uncompressed model scores {score:g} on {task}: retention against it is "
@@ -64,11 +66,11 @@ class Reference:
 
     @property
     def tasks(self) -> list[str]:
-        return sorted(next(iter(self.batches.values())))
+        return list(self._full)
 
     def full(self) -> dict[str, float]:
         """The uncompressed model's full-evaluation score per task (the mean over batches)."""
-        return {task: statistics.fmean(scores[task] for scores in self.batches.values()) for task in self.tasks}
+        return dict(self._full)
 
     def estimate(self, measured: Scores) -> dict[str, float]:
         """The candidate's full-evaluation score per task, from the batches in ``measured``."""

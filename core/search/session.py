@@ -36,7 +36,7 @@ from prunekit.search.budget import LatencyBudget, LatencyKind
 from prunekit.search.driver import Outcome, SearchLoop
 from prunekit.search.evaluation import ModelEvaluator, QualitySettings
 from prunekit.search.objective import Objective
-from prunekit.search.study import SearchStudy
+from prunekit.search.study import SearchStudy, changed_fields
 
 if TYPE_CHECKING:
     from prunekit.config import RunConfig
@@ -77,9 +77,8 @@ class SearchSettings(BaseModel):
 
 
 def implementers(plugins: Plugins, hook: str) -> set[str]:
-    """The registered plugins implementing ``hook`` (none where no such hook is specified)."""
-    caller = getattr(plugins.pm.hook, hook, None)
-    return set() if caller is None else {plugins.pm.get_name(impl.plugin) for impl in caller.get_hookimpls()}
+    """The registered plugins implementing ``hook``."""
+    return {plugins.pm.get_name(impl.plugin) for impl in getattr(plugins.pm.hook, hook).get_hookimpls()}
 
 
 def default_directory(arguments: SearchArguments, pruners: list[str]) -> Path:
@@ -89,17 +88,6 @@ def default_directory(arguments: SearchArguments, pruners: list[str]) -> Path:
     else:
         budget = f"{arguments.kind}{arguments.budget.limit:g}{'' if arguments.budget.relative else 'ms'}"
     return Path("runs") / f"search-{model}-{'+'.join(pruners)}-{budget}"
-
-
-def changed_fields(old: dict, new: dict) -> list[str]:
-    """Dotted names of the settings that differ (one level into ``run``)."""
-    changed = []
-    for key in sorted(old.keys() | new.keys()):
-        if key == "run" and isinstance(old.get(key), dict) and isinstance(new.get(key), dict):
-            changed += [f"run.{k}" for k in sorted(old[key].keys() | new[key].keys()) if old[key].get(k) != new[key].get(k)]
-        elif old.get(key) != new.get(key):
-            changed.append(key)
-    return changed
 
 
 def _claim_directory(directory: Path, settings: SearchSettings) -> None:
@@ -239,10 +227,8 @@ def run_search(
         directory=directory,
         announce=announce,
     )
-    announce(
-        f"{len(loop.candidates)} configurations ({', '.join(f'{d.value}: {len(a.ratios)} ratios' for d, a in evaluator.space.axes.items())}); "
-        f"selector {', '.join(selectors)}"
-    )
+    offered = ", ".join(f"{p} ({'+'.join(d.value for d in dims)})" for p, dims in evaluator.space.pruners.items())
+    announce(f"{len(loop.candidates)} configurations of {offered}; selector {', '.join(selectors)}")
     if arguments.budget is not None:
         fastest = loop.time_fastest()
         if not any(loop.feasible(timing) for _, timing in fastest):

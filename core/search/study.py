@@ -72,6 +72,17 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def changed_fields(old: dict, new: dict) -> list[str]:
+    """Dotted names of the settings that differ (one level into ``run``)."""
+    changed = []
+    for key in sorted(old.keys() | new.keys()):
+        if key == "run" and isinstance(old.get(key), dict) and isinstance(new.get(key), dict):
+            changed += [f"run.{k}" for k in sorted(old[key].keys() | new[key].keys()) if old[key].get(k) != new[key].get(k)]
+        elif old.get(key) != new.get(key):
+            changed.append(key)
+    return changed
+
+
 # --- configurations as Optuna parameters ---------------------------------------------------------
 
 
@@ -145,6 +156,10 @@ class SelectorSampler(optuna.samplers.BaseSampler):
             self._ahead = self._choose(study)
         return self._ahead
 
+    def forget(self) -> None:
+        """Drop a choice made ahead: the state it was made from has changed."""
+        self._ahead = None
+
     def selection(self, number: int) -> Selection:
         return self._selections[number]
 
@@ -203,8 +218,6 @@ class SearchStudy:
         if current is None:
             self.study.set_user_attr(SETTINGS, settings)
             return
-        from prunekit.search.session import changed_fields
-
         changed = changed_fields(current, settings)
         if changed:
             raise UsageError(
@@ -222,16 +235,17 @@ class SearchStudy:
     def timings(self) -> dict[str, Timing]:
         """Every model shape timed so far, by :meth:`Space.structure`."""
         return {
-            key.removeprefix(LATENCY): Timing(**value)
+            key.removeprefix(LATENCY): Timing(tuple(tuple(run) for run in value["runs"]))
             for key, value in self.study.user_attrs.items()
             if key.startswith(LATENCY)
         }
 
-    def set_timing(self, structure: str, timing: Timing) -> None:
-        self.study.set_user_attr(
-            LATENCY + structure,
-            {"milliseconds": timing.milliseconds, "reference_milliseconds": timing.reference_milliseconds},
-        )
+    def add_timing(self, structure: str, timing: Timing) -> Timing:
+        """Record the runs of ``timing`` for ``structure``; all its runs so far."""
+        known = self.timings().get(structure)
+        combined = timing if known is None else known.add(timing)
+        self.study.set_user_attr(LATENCY + structure, {"runs": [list(run) for run in combined.runs]})
+        return combined
 
     def history(self) -> list[Trial]:
         trials = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))

@@ -57,7 +57,8 @@ class Table(BaseModel):
         return Reference(batches, frozenset({LOSS_TASK}) & set(next(iter(batches.values()))))
 
     def timing(self, space: Space, candidate: Candidate) -> Timing:
-        return Timing(**self.timings[space.structure(candidate)])
+        recorded = self.timings[space.structure(candidate)]
+        return Timing.single(recorded["milliseconds"], recorded["reference_milliseconds"])
 
     def quality(self, candidate: Candidate, objective: Objective) -> float:
         """The configuration's full-evaluation objective (every batch)."""
