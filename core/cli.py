@@ -7,27 +7,34 @@ to stderr.
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
-from rich.console import Console
+from prunekit import __version__
+from prunekit.cli_shared import (
+    ConfigOpt,
+    DeviceOpt,
+    DtypeOpt,
+    JsonOpt,
+    LimitOpt,
+    ModelOpt,
+    OptionOpt,
+    PluginsOpt,
+    TasksOpt,
+    reports_errors,
+    stderr,
+    stdout,
+)
+from prunekit.laws.cli import laws_app
+from prunekit.search.cli import search
 from rich.logging import RichHandler
 from rich.table import Table
 from rich.text import Text
-
-from prunekit import __version__
-from prunekit.errors import UsageError
-
-log = logging.getLogger("prunekit")
-stdout = Console()
-stderr = Console(stderr=True)
 
 app = typer.Typer(
     name="core",
@@ -38,30 +45,6 @@ app = typer.Typer(
 )
 plugins_app = typer.Typer(help="Inspect installed plugins.", no_args_is_help=True)
 app.add_typer(plugins_app, name="plugins")
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def reports_errors(command: F) -> F:
-    """Bad input → one line and exit 2; a failure → one line and exit 1 (traceback with -v)."""
-
-    @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return command(*args, **kwargs)
-        except UsageError as exc:
-            stderr.print(f"Error: {exc}", markup=False, highlight=False, soft_wrap=True)
-            raise typer.Exit(2) from exc
-        except (typer.Exit, typer.Abort):
-            raise
-        except Exception as exc:
-            log.debug("traceback", exc_info=True)
-            message = f"Error: {type(exc).__name__}: {exc}".splitlines()[0]
-            stderr.print(message + " (run with -v for the traceback)", markup=False, soft_wrap=True)
-            raise typer.Exit(1) from exc
-
-    return wrapper  # type: ignore[return-value]
-
 
 def _show_version(value: bool) -> None:
     if value:
@@ -95,24 +78,6 @@ def main_options(
         os.environ["HF_DATASETS_DISABLE_PROGRESS_BARS"] = "1"
         if "datasets" in sys.modules:
             sys.modules["datasets"].disable_progress_bars()
-
-
-ModelOpt = Annotated[
-    str | None, typer.Option("--model", help="Built-in name (smollm2-135m, tiny-<family>), local dir or Hub id.")
-]
-PluginsOpt = Annotated[str | None, typer.Option("--plugins", help="Comma-separated plugin names.")]
-TasksOpt = Annotated[
-    str | None, typer.Option("--tasks", help="Comma-separated lm-eval tasks, or local:DIR of task configs.")
-]
-LimitOpt = Annotated[int | None, typer.Option("--limit", help="Examples per task.")]
-ConfigOpt = Annotated[Path | None, typer.Option("--config", help="Run config file (YAML or TOML).")]
-DeviceOpt = Annotated[str | None, typer.Option("--device", help="cpu, cuda or auto.")]
-DtypeOpt = Annotated[str | None, typer.Option("--dtype", help="auto, float32, float16 or bfloat16.")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
-OptionOpt = Annotated[
-    list[str] | None,
-    typer.Option("--option", "-o", help="A plugin setting PLUGIN.KEY=VALUE (repeatable), e.g. -o lora.steps=50."),
-]
 
 
 @app.command()
@@ -272,12 +237,7 @@ def plugins_show(name: Annotated[str, typer.Argument(help="The plugin's name.")]
     stdout.print(settings)
 
 
-# Mounted last: the sub-app builds on reports_errors and the option types defined above.
-from prunekit.laws.cli import laws_app  # noqa: E402
-
 app.add_typer(laws_app, name="laws")
-from prunekit.search.cli import search  # noqa: E402
-
 app.command()(search)
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -55,6 +57,13 @@ def assert_one_line_error(result, *fragments: str) -> None:
 def test_version():
     result = invoke("--version")
     assert result.exit_code == 0 and result.stdout.strip() == f"prunekit {__version__}"
+
+
+def test_python_dash_m_prunekit_runs_the_command_line():
+    """The command line loads whichever of its modules is imported first (no import cycle)."""
+    result = subprocess.run([sys.executable, "-m", "prunekit", "--version"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"prunekit {__version__}"
 
 
 def test_plugins_list_json_shows_builtins_with_source_and_hooks():

@@ -1,8 +1,8 @@
 """``core laws``: sweep a grid of ratios and recovery sizes, fit the compression law, predict.
 
-A Typer sub-app that ``prunekit.cli`` mounts under ``laws``; it reuses that module's error
-contract (``reports_errors``: bad input → one line, exit 2) and option types, so it is imported
-from there, after they are defined.
+A Typer sub-app that ``prunekit.cli`` mounts under ``laws``, with the command line's error
+contract (``reports_errors``: bad input → one line, exit 2) and option types from
+:mod:`prunekit.cli_shared`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from prunekit.cli import (
+from prunekit.cli_shared import (
     ConfigOpt,
     DeviceOpt,
     DtypeOpt,

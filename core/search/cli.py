@@ -1,8 +1,8 @@
 """``core search``: the best compression within a latency budget, or the quality/latency front.
 
-A Typer command that ``prunekit.cli`` mounts; it reuses that module's error contract
-(``reports_errors``: bad input → one line, exit 2) and option types, so it is imported from there,
-after they are defined. The work is :func:`prunekit.search.session.run_search`.
+A Typer command that ``prunekit.cli`` mounts, with the command line's error contract
+(``reports_errors``: bad input → one line, exit 2) and option types from
+:mod:`prunekit.cli_shared`. The work is :func:`prunekit.search.session.run_search`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 import typer
 from rich.table import Table
 
-from prunekit.cli import (
+from prunekit.cli_shared import (
     ConfigOpt,
     DeviceOpt,
     DtypeOpt,

@@ -36,7 +36,7 @@ from prunekit.plugins.evaluators import perplexity, speed, zeroshot
 from prunekit.search import budget as budgets
 from prunekit.search.budget import Timing
 from prunekit.search.quality import LOSS_TASK
-from prunekit.search.space import Space, build_space
+from prunekit.search.space import build_space
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel

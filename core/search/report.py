@@ -174,7 +174,7 @@ def render_markdown(summary: Summary) -> str:
         f"- pruners: {', '.join(summary.pruners)}; selector: {', '.join(summary.selectors)}",
         f"- latency budget: {summary.budget or 'none (quality/latency Pareto front)'}",
         f"- objective: {summary.objective} over {', '.join(summary.tasks) or 'the quality tasks (none measured)'}",
-        f"- uncompressed model: "
+        "- uncompressed model: "
         + ", ".join(f"{task} {score:.4g}" for task, score in summary.reference.items())
         + (f"; latency {summary.reference_milliseconds:.4g} ms" if summary.reference_milliseconds else ""),
         f"- evaluations spent: {summary.evaluations:.2f} full evaluations ({summary.evaluation_batches} batches of "
