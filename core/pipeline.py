@@ -51,6 +51,11 @@ class Stopwatch:
             self.seconds[name] = round(time.perf_counter() - start, 3)
             self.memory[name] = output.StageMemory(start_mb=start_mb, peak_mb=memory.peak_mb())
 
+    def peak_mb(self) -> float:
+        """The run's peak resident memory. Each stage's reset of the kernel's high-water mark also
+        lowers the lifetime maximum it reports, so the stages' peaks must be taken into account."""
+        return max([memory.lifetime_peak_mb(), *(stage.peak_mb for stage in self.memory.values())])
+
 
 def count_parameters(model: nn.Module) -> int:
     """Unique parameters: tied embeddings count once, as the model card counts them."""
@@ -158,7 +163,7 @@ def run(config: RunConfig, plugins: Plugins) -> output.Report:
         params=output.Params(before=params_before, after=count_parameters(model)),
         metrics={"before": before, "after": after},
         timings=clock.seconds,
-        peak_rss_mb=round(memory.lifetime_peak_mb(), 1),
+        peak_rss_mb=round(clock.peak_mb(), 1),
         memory=clock.memory,
         stock=stock,
         pruning=pruning,

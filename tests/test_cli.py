@@ -98,6 +98,8 @@ def test_run_calls_every_hook_in_order_and_writes_a_stock_model(register_plugin,
     assert report["metrics"]["after"]["extra"]["parameters"] == report["params"]["after"]
     assert report["params"]["after"] < report["params"]["before"]
     assert set(report["timings"]) == {"load", "evaluate_before", "score", "slice", "recover", "evaluate_after", "save"}
+    # the run's peak covers every stage's, although measuring a stage resets the kernel's maximum
+    assert report["peak_rss_mb"] >= max(stage["peak_mb"] for stage in report["memory"].values())
     assert {"torch", "transformers", "python"} <= set(report["versions"])
 
     model = AutoModelForCausalLM.from_pretrained(out / "model")
