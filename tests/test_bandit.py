@@ -7,14 +7,17 @@ import math
 import random
 
 import pytest
-
+from prunekit.config import RunConfig
 from prunekit.manager import get_plugins
 from prunekit.payloads import Candidate, Dimension, SelectRequest, Trial
 from prunekit.plugins.bandit import Bandit, BanditOptions
+from prunekit.search.budget import LatencyBudget, Timing
+from prunekit.search.driver import CONFIRMING_RUNS, SearchLoop
 from prunekit.search.objective import Objective
 from prunekit.search.quality import Reference
 from prunekit.search.space import Axis, Space
-from prunekit.search.table import Table, replay
+from prunekit.search.study import SearchStudy
+from prunekit.search.table import Table, TableEvaluator, replay
 
 MEAN = Objective()
 
@@ -138,3 +141,55 @@ def test_a_request_without_space_is_a_programming_error():
                             reference=Reference({0: {"a": 1.0}}), batches=1, budget=0.5)
     with pytest.raises(ValueError, match="search space"):
         Bandit(request, BanditOptions())
+
+
+def test_the_answer_is_timed_again_before_it_is_accepted():
+    table = synthetic_table(0)
+    outcome = replay(table, get_plugins(), "bandit", objective=MEAN, budget=0.75, seed=0)
+    structure = table.space().structure(outcome.selection.best)
+    assert len(outcome.timings[structure].runs) == CONFIRMING_RUNS
+
+
+class SlowerLater(TableEvaluator):
+    """The first timing of ``structure`` is the table's; every later one is ``later`` × slower,
+    as when a shared machine gets busier."""
+
+    def __init__(self, table: Table, structure: str, later: float) -> None:
+        super().__init__(table)
+        self.structure, self.later, self.timed = structure, later, 0
+
+    def prepare(self, candidate: Candidate):
+        recorded = super().prepare(candidate)
+        if self.space.structure(candidate) != self.structure:
+            return recorded
+        evaluator = self
+
+        class Drifting:
+            def time(self) -> Timing:
+                evaluator.timed += 1
+                first = recorded.time()
+                factor = 1.0 if evaluator.timed == 1 else evaluator.later
+                return Timing.single(first.milliseconds * factor, first.reference_milliseconds)
+
+            def scores(self, batch: int) -> dict[str, float]:
+                return recorded.scores(batch)
+
+        return Drifting()
+
+
+def test_an_answer_whose_repeated_timing_crosses_the_budget_is_not_accepted():
+    table = synthetic_table(0)
+    plugins = get_plugins()
+    first = table.best(MEAN, 0.75)  # good ffn=0.5 at exactly 0.75 × the uncompressed latency
+    structure = table.space().structure(first)
+    config = plugins.resolve_options(RunConfig(model=table.model, plugins=["bandit"], seed=0))
+    loop = SearchLoop(
+        config=config, evaluator=SlowerLater(table, structure, later=1.1), hooks=plugins.hooks(["bandit"]),
+        study=SearchStudy(None, "drift", ["maximize"]), budget=LatencyBudget(fraction=0.75), objective=MEAN,
+        batches=table.batches, max_evaluations=None,
+    )
+    outcome = loop.run()
+    assert outcome.timings[structure].relative > 0.75  # the median of its runs
+    assert outcome.selection.best is not None and outcome.selection.best.key != first.key
+    answer = table.space().structure(outcome.selection.best)
+    assert outcome.timings[answer].relative <= 0.75 and len(outcome.timings[answer].runs) == CONFIRMING_RUNS

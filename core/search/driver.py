@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 
 BATCHES_FILE = "batches.jsonl"
 EVALUATIONS_FILE = "evaluations.jsonl"
-CONFIRMING_RUNS = 2
+CONFIRMING_RUNS = 3
 """Timings of the answer's shape before the search accepts it (the median counts)."""
 
 
@@ -232,8 +232,9 @@ class SearchLoop:
         return timing
 
     def confirm(self, candidate: Candidate) -> bool:
-        """Time the shape of the answer once more unless it already was; ``True`` if it was timed
-        now (its median latency may have crossed the budget, so the selector must be asked again)."""
+        """Time the shape of the answer once more unless it has :data:`CONFIRMING_RUNS` timings;
+        ``True`` if it was timed now (its median latency may have crossed the budget, so the
+        selector must be asked again)."""
         timing = self.study.timings().get(self.space.structure(candidate))
         if timing is not None and len(timing.runs) >= CONFIRMING_RUNS:
             return False
@@ -326,7 +327,7 @@ class SearchLoop:
 
     def run(self) -> Outcome:
         """Evaluate until the selector names no next candidate. Under a budget, the answer's shape
-        is timed a second time first, and the selector asked again if that changed its latency."""
+        is timed until it has CONFIRMING_RUNS timings, the selector asked again after each one."""
         while True:
             selection = self.sampler.peek(self.study.study)
             if selection.next is None:
