@@ -9,6 +9,7 @@ import pytest
 from prunekit.errors import UsageError
 from prunekit.payloads import Candidate, Dimension
 from prunekit.search.budget import LatencyBudget
+from prunekit.search.evaluation import score_ratio
 from prunekit.search.space import Axis, Space, build_space, canonical_ratio, parse_ratios
 from prunekit.slicing import kept_units
 
@@ -108,3 +109,16 @@ def test_bad_latency_budgets_are_refused(text, message):
     with pytest.raises(UsageError) as error:
         LatencyBudget.parse(text)
     assert message in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("grids", "expected"),
+    [
+        ({}, 0.4),  # no --ratios: the default grid 0, 0.1, ..., 0.8, whose non-zero median (low) is 0.4
+        ({None: [0.0, 0.2, 0.6]}, 0.2),
+        ({Dimension.FFN: [0.3], Dimension.HEADS: [0.0, 0.5]}, 0.3),
+        ({None: [0.0]}, 0.0),
+    ],
+)
+def test_pruners_score_at_a_ratio_of_the_grid_never_at_zero_unless_it_is_all(grids, expected):
+    assert score_ratio(grids) == pytest.approx(expected)

@@ -36,7 +36,7 @@ from prunekit.plugins.evaluators import perplexity, speed, zeroshot
 from prunekit.search import budget as budgets
 from prunekit.search.budget import Timing
 from prunekit.search.quality import LOSS_TASK
-from prunekit.search.space import build_space
+from prunekit.search.space import DEFAULT_RATIOS, build_space
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -69,8 +69,10 @@ def batch_seed(seed: int, batch: int) -> int:
 
 
 def score_ratio(grids: dict[object, list[float]]) -> float:
-    """The ratio pruners score at: the median of the grid's non-zero ratios."""
-    ratios = sorted({r for grid in grids.values() for r in grid if r > 0})
+    """The ratio pruners score at: the median of the grid's non-zero ratios (the default grid's
+    when ``--ratios`` gave none). Never 0 while any ratio is: a pruner that learns at its run's
+    ratio (PruneNet trains and caches its policy there) learns nothing by keeping every unit."""
+    ratios = sorted({r for grid in (grids.values() or [DEFAULT_RATIOS]) for r in grid if r > 0})
     return statistics.median_low(ratios) if ratios else 0.0
 
 
