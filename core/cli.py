@@ -15,6 +15,10 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.logging import RichHandler
+from rich.table import Table
+from rich.text import Text
+
 from prunekit import __version__
 from prunekit.cli_shared import (
     ConfigOpt,
@@ -32,9 +36,6 @@ from prunekit.cli_shared import (
 )
 from prunekit.laws.cli import laws_app
 from prunekit.search.cli import search
-from rich.logging import RichHandler
-from rich.table import Table
-from rich.text import Text
 
 app = typer.Typer(
     name="core",

@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
-from prunekit.errors import UsageError
 from rich.console import Console
+
+from prunekit.errors import UsageError
 
 log = logging.getLogger("prunekit")
 stdout = Console()

@@ -7,6 +7,7 @@ import math
 import random
 
 import pytest
+
 from prunekit.config import RunConfig
 from prunekit.manager import get_plugins
 from prunekit.payloads import Candidate, Dimension, SelectRequest, Trial
