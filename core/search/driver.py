@@ -267,11 +267,12 @@ class SearchLoop:
     def step(self, selection: Selection) -> Trial:
         """Evaluate the selection's next candidate in a new trial of the study."""
         trial = self.study.study.ask()
-        # The owner first: a search killed between two of these writes must leave a trial that
-        # fail_abandoned can attribute to a dead worker, never one that looks pending forever.
-        trial.set_user_attr("worker", worker())
         candidate = suggest(trial, self.space)
-        trial.set_user_attr("candidate", candidate_attrs(candidate))
+        # One write makes the trial pending for other workers and names its owner, so a search
+        # killed before the next write still leaves a trial fail_abandoned can attribute; and the
+        # other workers see it as soon as possible after the choice (they avoid pending ones).
+        trial.set_user_attr("candidate", candidate_attrs(candidate) | {"worker": worker()})
+        trial.set_user_attr("worker", worker())
         trial.set_user_attr("key", candidate.key)
         trial.set_user_attr("structure", self.space.structure(candidate))
         batches = list(range(self.batches)) if selection.batches is None else list(selection.batches)

@@ -266,7 +266,9 @@ class SearchStudy:
         host = socket.gethostname()
         failed = []
         for trial in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            owner_host, _, pid = trial.user_attrs.get("worker", "").rpartition(":")
+            attrs = trial.user_attrs
+            owner = attrs.get("worker") or attrs.get("candidate", {}).get("worker", "")
+            owner_host, _, pid = owner.rpartition(":")
             if owner_host == host and pid.isdigit() and not _alive(int(pid)):
                 self.study.tell(trial.number, state=TrialState.FAIL)
                 failed.append(trial.number)
