@@ -10,11 +10,11 @@ import pytest
 
 from prunekit.config import RunConfig
 from prunekit.manager import get_plugins
-from prunekit.payloads import Selection
+from prunekit.payloads import Candidate, Dimension, Selection
 from prunekit.search.budget import LatencyBudget
 from prunekit.search.driver import SearchLoop
 from prunekit.search.objective import Objective
-from prunekit.search.study import SearchStudy, SelectorSampler, suggest
+from prunekit.search.study import SearchStudy, SelectorSampler, candidate_attrs, suggest
 from prunekit.search.table import TableEvaluator, replay
 
 from test_bandit import synthetic_table
@@ -96,3 +96,14 @@ def test_any_selector_drives_a_plain_optuna_study_as_its_sampler():
     assert keys == [c.key for c in wanted]
     assert wanted[0].key == "wide ffn=0.1 heads=0"
     assert study.trials[0].params == {"pruner": "wide", "ffn": 0, "heads": 0}  # axis positions
+
+
+def test_of_two_workers_choosing_the_same_configuration_at_once_the_later_trial_gives_way():
+    study = SearchStudy(None, "race", ["maximize"])
+    chosen, other = Candidate("random", {Dimension.FFN: 0.5}), Candidate("random", {Dimension.FFN: 0.3})
+    first, second, third = (study.study.ask() for _ in range(3))
+    for trial, candidate in ((first, chosen), (second, chosen), (third, other)):
+        trial.set_user_attr("candidate", candidate_attrs(candidate))
+    assert study.taken_earlier(second.number, chosen)
+    assert not study.taken_earlier(first.number, chosen)
+    assert not study.taken_earlier(third.number, other)

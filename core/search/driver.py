@@ -264,14 +264,21 @@ class SearchLoop:
                 scores[batch] = cached
         return timing, feasible, scores
 
-    def step(self, selection: Selection) -> Trial:
-        """Evaluate the selection's next candidate in a new trial of the study."""
+    def step(self, selection: Selection) -> Trial | None:
+        """Evaluate the selection's next candidate in a new trial of the study (``None``: another
+        worker took the same candidate at the same moment, and this one gave way)."""
         trial = self.study.study.ask()
         candidate = suggest(trial, self.space)
         # One write makes the trial pending for other workers and names its owner, so a search
         # killed before the next write still leaves a trial fail_abandoned can attribute; and the
         # other workers see it as soon as possible after the choice (they avoid pending ones).
         trial.set_user_attr("candidate", candidate_attrs(candidate) | {"worker": worker()})
+        if self.study.taken_earlier(trial.number, candidate):
+            # Two workers chose between each other's writes; the later trial gives way.
+            self.study.study.tell(trial, state=TrialState.FAIL)
+            self.sampler.forget()
+            self.announce(f"trial {trial.number}: {candidate.key} is being evaluated by another worker; choosing again")
+            return None
         trial.set_user_attr("worker", worker())
         trial.set_user_attr("key", candidate.key)
         trial.set_user_attr("structure", self.space.structure(candidate))

@@ -260,6 +260,15 @@ class SearchStudy:
             if t.number != exclude and "candidate" in t.user_attrs
         ]
 
+    def taken_earlier(self, number: int, candidate: Candidate) -> bool:
+        """Whether a running trial numbered below ``number`` (another worker's) holds ``candidate``."""
+        running = self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        return any(
+            t.number < number and "candidate" in t.user_attrs
+            and candidate_from_attrs(t.user_attrs["candidate"]).key == candidate.key
+            for t in running
+        )
+
     def fail_abandoned(self) -> list[int]:
         """Mark as failed the running trials of processes of this machine that no longer exist (a
         search killed mid-trial), so that they are not taken for another worker's."""
