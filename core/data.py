@@ -56,6 +56,21 @@ def parse_source(source: str) -> tuple[str, float, float]:
     return match["source"], start, end
 
 
+def check_local_source(source: str | None) -> str | None:
+    """A pydantic validator's body for a text-source option: a malformed token range, or a local
+    path (one starting with ``/``, ``.`` or ``~``) that does not exist, is a ``ValueError`` naming
+    it, raised when the options are read, before any model loads. Hub names pass unchecked."""
+    if source is None:
+        return source
+    try:
+        base, _, _ = parse_source(source)
+    except UsageError as exc:
+        raise ValueError(str(exc)) from None
+    if base.startswith(("/", ".", "~")) and not Path(base).expanduser().exists():
+        raise ValueError(f"data file not found: {base}")
+    return source
+
+
 def _local_files(path: Path) -> list[Path]:
     files = sorted(p for p in path.iterdir() if p.suffix in TEXT_SUFFIXES + JSON_SUFFIXES) if path.is_dir() else [path]
     if not files:

@@ -102,12 +102,7 @@ def score_importance(request: ScoreRequest) -> list[Importance]:
         statistics = {d: FeatureStatistics() for d in options.dimensions}
         handles = [architecture.output_projection(layer, d).register_forward_pre_hook(statistics[d])
                    for d in options.dimensions]
-        try:
-            for position, hidden, kwargs in inputs.batches(index):
-                inputs.hidden[position] = layer(hidden, **kwargs)
-        finally:
-            for handle in handles:
-                handle.remove()
+        inputs.advance(index, layer, handles)
         for dimension, stats in statistics.items():
             features = stats.scores(architecture.output_projection(layer, dimension), options.metric)
             scores[dimension].append(unit_scores(architecture, layer, dimension, features).float().cpu())

@@ -26,7 +26,6 @@ from __future__ import annotations
 import inspect
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -37,6 +36,7 @@ from prunekit.errors import UsageError
 
 if TYPE_CHECKING:
     from torch import nn
+    from torch.utils.hooks import RemovableHandle
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 SHARED_FILE = "wikitext2.test.raw"
@@ -72,16 +72,7 @@ class CalibrationOptions(BaseModel):
     @field_validator("source")
     @classmethod
     def _local_source_exists(cls, source: str | None) -> str | None:
-        """A missing local file is reported when the options are read, before the model loads."""
-        if source is None:
-            return source
-        try:
-            base, _, _ = data.parse_source(source)
-        except UsageError as exc:
-            raise ValueError(str(exc)) from None
-        if base.startswith(("/", ".", "~")) and not Path(base).expanduser().exists():
-            raise ValueError(f"data file not found: {base}")
-        return source
+        return data.check_local_source(source)
 
 
 @dataclass(frozen=True)
@@ -173,6 +164,16 @@ class LayerInputs:
         """``(position, hidden, kwargs)`` for every batch at ``layer_index``."""
         for position, hidden in enumerate(self.hidden):
             yield position, hidden, self.layer_kwargs(layer_index, hidden)
+
+    def advance(self, layer_index: int, layer: nn.Module, handles: list[RemovableHandle]) -> None:
+        """Run ``layer`` on every batch, each output replacing its input, then remove ``handles``
+        (the hooks through which a pruner watched the layer run), even if a batch fails."""
+        try:
+            for position, hidden, kwargs in self.batches(layer_index):
+                self.hidden[position] = layer(hidden, **kwargs)
+        finally:
+            for handle in handles:
+                handle.remove()
 
 
 @torch.no_grad()

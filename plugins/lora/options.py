@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -88,16 +87,7 @@ class LoraOptions(BaseModel):
     @field_validator("data")
     @classmethod
     def _local_text_exists(cls, value: str | None) -> str | None:
-        """A misspelt path or range is caught before the run spends time on anything else."""
-        if value is None:
-            return value
-        try:
-            path, _, _ = data.parse_source(value)
-        except UsageError as exc:
-            raise ValueError(str(exc)) from exc
-        if path.startswith(("/", ".", "~")) and not Path(path).expanduser().exists():
-            raise ValueError(f"data file not found: {path}")
-        return value
+        return data.check_local_source(value)
 
     @model_validator(mode="after")
     def _one_length_of_training(self) -> LoraOptions:

@@ -207,12 +207,7 @@ def rotate_single(model: PreTrainedModel, layout: Layout, inputs: LayerInputs, w
         handles = [layer.get_submodule(norm).register_forward_pre_hook(
             lambda module, args, covariance=covariance: covariance.add(args[0]))
             for norm, covariance in signals.items()]
-        try:
-            for position, hidden, kwargs in inputs.batches(index):
-                inputs.hidden[position] = layer(hidden, **kwargs)
-        finally:
-            for handle in handles:
-                handle.remove()
+        inputs.advance(index, layer, handles)
         for covariance in signals.values():
             add(covariance)
     final = Covariance()  # the final norm's input
