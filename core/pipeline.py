@@ -49,7 +49,9 @@ class Stopwatch:
             yield
         finally:
             self.seconds[name] = round(time.perf_counter() - start, 3)
-            self.memory[name] = output.StageMemory(start_mb=start_mb, peak_mb=memory.peak_mb())
+            # rounded like the run's peak, so that no stage's peak exceeds the run's in the report
+            self.memory[name] = output.StageMemory(
+                start_mb=None if start_mb is None else round(start_mb, 1), peak_mb=round(memory.peak_mb(), 1))
 
     def peak_mb(self) -> float:
         """The run's peak resident memory. Each stage's reset of the kernel's high-water mark also
