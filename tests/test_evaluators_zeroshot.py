@@ -154,6 +154,17 @@ def test_a_random_subset_is_seeded_and_leaves_global_random_state_alone(suite, t
         score_tasks(model, tokenizer(), [f"local:{suite}"], limit=2, sample=2)
 
 
+def test_lm_eval_request_bars_follow_prunekit_bars(suite, tiny_model, capfd, monkeypatch):
+    from prunekit.plugins.evaluators import zeroshot
+
+    model = tiny_model("llama")
+    score_tasks(model, tokenizer(), [f"local:{suite}"], limit=2)  # bars hidden: PRUNEKIT_NO_PROGRESS
+    assert "loglikelihood requests" not in capfd.readouterr().err
+    monkeypatch.setattr(zeroshot, "bars_hidden", lambda: False)
+    score_tasks(model, tokenizer(), [f"local:{suite}"], limit=2)
+    assert "loglikelihood requests" in capfd.readouterr().err
+
+
 def assert_one_line_error(result, *fragments):
     assert result.exit_code == 2, result.output
     lines = result.stderr.strip().splitlines()

@@ -39,6 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from prunekit import hookimpl
 from prunekit.errors import UsageError
 from prunekit.payloads import EvalRequest, Metrics
+from prunekit.progress import bars_hidden
 
 if TYPE_CHECKING:
     from lm_eval.tasks import TaskManager
@@ -157,6 +158,15 @@ def resolve_tasks(entries: list[str]) -> tuple[TaskManager, list[str]]:
     return manager, names
 
 
+def _quiet_when_bars_hidden(lm: Any) -> Any:
+    """``lm`` with its request bars off where prunekit hides its own bars: ``simple_evaluate``
+    cannot pass ``disable_tqdm`` on, and tqdm reads its environment only when imported."""
+    if bars_hidden():
+        for request_type in ("loglikelihood", "loglikelihood_rolling", "generate_until"):
+            setattr(lm, request_type, functools.partial(getattr(lm, request_type), disable_tqdm=True))
+    return lm
+
+
 def _metric_name(key: str) -> str:
     metric, _, filter_name = key.partition(",")
     return metric if filter_name == "none" else key
@@ -215,7 +225,7 @@ def score_tasks(
                 for name, task in leaves.items()
             }
         results = lm_eval.simple_evaluate(
-            model=HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size),
+            model=_quiet_when_bars_hidden(HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)),
             tasks=list(leaves.values()),
             limit=limit,
             samples=samples,

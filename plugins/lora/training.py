@@ -10,7 +10,6 @@ progress bar on stderr (stdout belongs to ``--json``), and reads the curves from
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,7 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_callback import PrinterCallback
 
-from prunekit.progress import QUIET_ENV
+from prunekit.progress import bars_hidden
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -59,11 +58,10 @@ def progress_bar() -> Iterator[Progress]:
     """The bar on stderr, hidden like every prunekit bar when stderr is no terminal or in quiet mode;
     removed again however training ends (Ctrl-C included)."""
     console = Console(stderr=True)
-    hidden = not console.is_terminal or bool(os.environ.get(QUIET_ENV))
     progress = Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
         TextColumn("{task.fields[loss]}"), TextColumn("{task.fields[eval_loss]}"), TimeRemainingColumn(),
-        console=console, transient=True, disable=hidden,
+        console=console, transient=True, disable=bars_hidden(console),
     )
     with progress:
         yield progress

@@ -10,7 +10,6 @@ the one as it stood after the episode with the highest total reward.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -23,7 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from prunekit.plugins.prunenet.policy import KeepPolicy, sample_keep
 from prunekit.plugins.prunenet.reward import ks_statistic, one_thread, reward, spectrum
 from prunekit.plugins.prunenet.settings import PruneNetOptions
-from prunekit.progress import QUIET_ENV
+from prunekit.progress import bars_hidden
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +42,9 @@ def episode_progress(episodes: int) -> Iterator[Callable[[float, float], None]]:
     """A progress bar over episodes on stderr showing the last and best episode reward; hidden
     when stderr is not a terminal or ``PRUNEKIT_NO_PROGRESS`` is set (as every prunekit bar)."""
     console = Console(stderr=True)
-    hidden = not console.is_terminal or bool(os.environ.get(QUIET_ENV))
     columns = (TextColumn("PruneNet policy"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[reward]}"), TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=True, disable=hidden) as progress:
+    with Progress(*columns, console=console, transient=True, disable=bars_hidden(console)) as progress:
         task = progress.add_task("episodes", total=episodes, reward="")
 
         def advance(last: float, best: float) -> None:
