@@ -34,6 +34,10 @@ TEXT_SUFFIXES = (".txt", ".raw", ".md", ".text")
 JSON_SUFFIXES = (".json", ".jsonl")
 RANGE = re.compile(r"^(?P<source>.+?)\[(?P<start>\d+(?:\.\d+)?)?%?:(?P<end>\d+(?:\.\d+)?)?%?\]$")
 SEPARATOR = "\n\n"
+SHARED_TEXT = "wikitext2.test.raw"
+EVALUATION_HALF = "[:50%]"
+TRAINING_HALF = "[50%:]"
+"""Perplexity reads the first half of :data:`SHARED_TEXT`; calibration and recovery the second."""
 
 
 def shared_data_dir() -> Path | None:
@@ -42,6 +46,15 @@ def shared_data_dir() -> Path | None:
     configured = os.environ.get(DATA_ENV)
     candidate = Path(configured) if configured else Path.cwd().parent / "shared" / "data"
     return candidate if candidate.is_dir() else None
+
+
+def shared_text(half: str) -> str | None:
+    """``half`` of WikiText-2's test file in the shared data folder as a source, or ``None`` where
+    that file is not there (the plugins then fall back to the Hub)."""
+    folder = shared_data_dir()
+    if folder is None or not (folder / SHARED_TEXT).is_file():
+        return None
+    return f"{folder / SHARED_TEXT}{half}"
 
 
 def parse_source(source: str) -> tuple[str, float, float]:

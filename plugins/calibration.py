@@ -39,9 +39,6 @@ if TYPE_CHECKING:
     from torch.utils.hooks import RemovableHandle
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-SHARED_FILE = "wikitext2.test.raw"
-SHARED_RANGE = "[50%:]"
-"""Calibration reads the half of the shared WikiText-2 file that perplexity does not."""
 HUB_SOURCE = "Salesforce/wikitext:wikitext-2-raw-v1"
 GPU_DEFAULTS = (128, 2048)
 CPU_DEFAULTS = (32, 512)
@@ -56,7 +53,7 @@ class CalibrationOptions(BaseModel):
         default=None,
         description="Text to calibrate on: a local .txt/.raw/.json/.jsonl file or folder, or a Hub "
         "dataset name[:config], optionally with a token range such as [50%:]. Default: "
-        f"{SHARED_FILE}{SHARED_RANGE} from the shared data folder, else {HUB_SOURCE}.",
+        f"{data.SHARED_TEXT}{data.TRAINING_HALF} from the shared data folder, else {HUB_SOURCE}.",
     )
     text_field: str = Field(default="text", description="The text field of JSON / Hub records.")
     split: str = Field(default="train", description="The split of a Hub dataset.")
@@ -90,10 +87,8 @@ class Calibration:
 
 
 def default_source() -> str:
-    shared = data.shared_data_dir()
-    if shared is not None and (shared / SHARED_FILE).is_file():
-        return f"{shared / SHARED_FILE}{SHARED_RANGE}"
-    return HUB_SOURCE
+    """The half of the shared WikiText-2 file that perplexity does not read, else the Hub's."""
+    return data.shared_text(data.TRAINING_HALF) or HUB_SOURCE
 
 
 def resolve(options: CalibrationOptions, model: PreTrainedModel, run_seed: int) -> Calibration:

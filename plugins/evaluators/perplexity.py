@@ -22,7 +22,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from prunekit import hookimpl
-from prunekit.data import shared_data_dir, token_stream, windows
+from prunekit.data import EVALUATION_HALF, SHARED_TEXT, shared_text, token_stream, windows
 from prunekit.errors import UsageError
 from prunekit.payloads import EvalRequest, Metrics
 from prunekit.progress import track
@@ -33,7 +33,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 NAME = "perplexity"
-SHARED_FILE = "wikitext2.test.raw"
 HUB_SOURCE = "wikitext:wikitext-2-raw-v1"
 DEFAULT_LENGTH = 2048
 IGNORE = -100
@@ -47,7 +46,7 @@ class PerplexityOptions(BaseModel):
     source: str | None = Field(
         default=None,
         description="Text to score: a local file or folder, or a Hub dataset name[:config], optionally "
-        "with a token range [a%:b%]. Default: wikitext2.test.raw[:50%] from the benchmark data folder, "
+        f"with a token range [a%:b%]. Default: {SHARED_TEXT}{EVALUATION_HALF} from the benchmark data folder, "
         f"else the Hub's {HUB_SOURCE} test split.",
     )
     split: str = Field(default="test", description="Split of a Hub dataset.")
@@ -75,10 +74,7 @@ class Perplexity:
 
 
 def default_source() -> str:
-    folder = shared_data_dir()
-    if folder is not None and (folder / SHARED_FILE).is_file():
-        return f"{folder / SHARED_FILE}[:50%]"
-    return HUB_SOURCE
+    return shared_text(EVALUATION_HALF) or HUB_SOURCE
 
 
 def context_length(model: PreTrainedModel) -> int | None:

@@ -23,17 +23,11 @@ if TYPE_CHECKING:
     from datasets import Dataset
     from transformers import PreTrainedTokenizerBase
 
-SHARED_FILE = "wikitext2.test.raw"
-SHARED_RANGE = "[50%:]"
-EVALUATION_RANGE = "[:50%]"
 HUB_SOURCE = "Salesforce/wikitext:wikitext-2-raw-v1"
 
 
 def default_source() -> str:
-    shared = data.shared_data_dir()
-    if shared is not None and (shared / SHARED_FILE).is_file():
-        return f"{shared / SHARED_FILE}{SHARED_RANGE}"
-    return HUB_SOURCE
+    return data.shared_text(data.TRAINING_HALF) or HUB_SOURCE
 
 
 @dataclass
@@ -65,10 +59,10 @@ class Corpus:
             "train_tokens": self.train.numel(),
             "held_out": "the last sequences of the source, never trained on",
         }
-        if self.source.endswith(SHARED_FILE + SHARED_RANGE):
+        if self.source.endswith(data.SHARED_TEXT + data.TRAINING_HALF):
             facts["disjoint_from_evaluation"] = (
-                f"trained on {SHARED_FILE}{SHARED_RANGE} only; the perplexity evaluator's default text is "
-                f"{SHARED_FILE}{EVALUATION_RANGE}, which no training sequence overlaps"
+                f"trained on {data.SHARED_TEXT}{data.TRAINING_HALF} only; the perplexity evaluator's default "
+                f"text is {data.SHARED_TEXT}{data.EVALUATION_HALF}, which no training sequence overlaps"
             )
         return facts
 
