@@ -7,6 +7,9 @@ Fixtures:
   test can run ``core run --plugins name`` in-process and check that its hooks were called.
 - ``tiny_model``: ``tiny_model(family="llama", seed=0)`` builds a seeded random-weight model of
   a supported family, small enough for fast tests.
+- ``logits_probe``: ``logits_probe(ids, name="probe")`` registers an evaluator that keeps the
+  model's logits on ``ids`` at each stage (``probe.logits["before"]``, ``["after"]``), for
+  exactness tests of a run's saved model against the one it measured.
 
 Imports stay inside the fixtures so that loading this plugin costs pytest nothing.
 """
@@ -42,6 +45,34 @@ def register_plugin(prunekit_plugins: Plugins) -> Iterator[Callable[[object, str
     yield register
     for name in reversed(names):
         prunekit_plugins.unregister(name)
+
+
+@pytest.fixture
+def logits_probe(register_plugin: Callable[[object, str], None]) -> Callable[..., object]:
+    """Named alone in a run (``--plugins pruner,probe``), the probe is also its only evaluator,
+    which keeps the run fast."""
+    import torch
+
+    from prunekit import hookimpl
+    from prunekit.payloads import EvalRequest, Metrics
+
+    class LogitsProbe:
+        def __init__(self, ids: torch.Tensor) -> None:
+            self.ids = ids
+            self.logits: dict[str, torch.Tensor] = {}
+
+        @hookimpl
+        def evaluate(self, request: EvalRequest) -> Metrics:
+            with torch.no_grad():
+                self.logits[request.stage] = request.model(self.ids).logits
+            return Metrics(extra={"probe": 0.0})
+
+    def register(ids: torch.Tensor, name: str = "probe") -> LogitsProbe:
+        probe = LogitsProbe(ids)
+        register_plugin(probe, name)
+        return probe
+
+    return register
 
 
 @pytest.fixture

@@ -10,12 +10,11 @@ import torch
 from transformers import AutoModelForCausalLM
 from typer.testing import CliRunner
 
-from prunekit import hookimpl
 from prunekit.architectures import head_rows, input_weight_columns
 from prunekit.cli import app
 from prunekit.config import RunConfig
 from prunekit.manager import get_plugins
-from prunekit.payloads import Dimension, Metrics, ScoreRequest
+from prunekit.payloads import Dimension, ScoreRequest
 from prunekit.plugins import activation
 from prunekit.tiny import tiny_model, tokenizer
 
@@ -99,25 +98,9 @@ def test_units_that_write_nothing_score_zero_and_scoring_leaves_the_model_alone(
     assert not any(module._forward_pre_hooks for module in model.modules())
 
 
-class Probe:
-    """An evaluator that keeps the logits of fixed inputs (and keeps the run fast: naming an
-    evaluator leaves the installed ones out)."""
-
-    def __init__(self) -> None:
-        self.logits: dict[str, torch.Tensor] = {}
-
-    @hookimpl
-    def evaluate(self, request):
-        with torch.no_grad():
-            self.logits[request.stage] = request.model(IDS).logits
-        return Metrics(extra={"probe": 0.0})
-
-
 @pytest.fixture
-def probe(register_plugin) -> Probe:
-    plugin = Probe()
-    register_plugin(plugin, "probe")
-    return plugin
+def probe(logits_probe):
+    return logits_probe(IDS)
 
 
 def test_a_run_writes_a_stock_checkpoint_that_from_pretrained_loads(corpus, tmp_path, probe):

@@ -16,14 +16,13 @@ from transformers import AutoModelForCausalLM
 from typer.testing import CliRunner
 
 import prunekit
-from prunekit import hookimpl
 from prunekit.cli import app
 from prunekit.config import RunConfig
 from prunekit.errors import UsageError
 from prunekit.loading import STRUCTURE_KEY, needs_prunekit
 from prunekit.manager import get_plugins
 from prunekit.output import save_model
-from prunekit.payloads import Dimension, Metrics, ScoreRequest
+from prunekit.payloads import Dimension, ScoreRequest
 from prunekit.plugins import slicegpt
 from prunekit.plugins.calibration import capture_inputs
 from prunekit.plugins.slicegpt.fusion import fuse
@@ -191,23 +190,9 @@ def test_the_sliced_width_is_a_floor_to_a_multiple_of_eight():
     assert sliced_width(64, 0.0, 8) == 64 and sliced_width(64, 0.99, 8) == 8
 
 
-class Probe:
-    """An evaluator that keeps the logits of fixed inputs (and, named in a run, keeps it fast)."""
-
-    def __init__(self) -> None:
-        self.logits: dict[str, torch.Tensor] = {}
-
-    @hookimpl
-    def evaluate(self, request):
-        self.logits[request.stage] = logits(request.model)
-        return Metrics(extra={"probe": 0.0})
-
-
 @pytest.fixture
-def probe(register_plugin) -> Probe:
-    plugin = Probe()
-    register_plugin(plugin, "probe")
-    return plugin
+def probe(logits_probe):
+    return logits_probe(IDS)
 
 
 @pytest.fixture
