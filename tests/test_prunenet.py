@@ -8,6 +8,7 @@ cached policies never leak between tests.
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from prunekit.manager import get_plugins
 from prunekit.payloads import ScoreRequest
 from prunekit.plugins import prunenet
 from prunekit.plugins.prunenet import store
-from prunekit.plugins.prunenet.policy import KeepPolicy, sample_keep
+from prunekit.plugins.prunenet.policy import KeepPolicy, autocast, draw_ranks, noisy_logits, sample_keep
 from prunekit.plugins.prunenet.reward import REWARD_CAP, ks_statistic, reward, spectrum
 from prunekit.plugins.prunenet.settings import PruneNetOptions
 from prunekit.plugins.prunenet.training import train
@@ -175,8 +176,10 @@ def test_training_records_a_curve_and_keeps_the_best_episode():
     assert trained.learning_curve[trained.best_episode] == max(trained.learning_curve)
 
 
-def test_gradients_are_clipped_after_backward_not_after_zero_grad(monkeypatch):
-    """The public code clipped right after ``zero_grad``, a no-op; here clipping sees real gradients."""
+@pytest.mark.parametrize(("update", "steps"), [("episode", 2), ("layer", 4)])
+def test_gradients_are_clipped_after_backward_not_after_zero_grad(monkeypatch, update, steps):
+    """The public code clipped right after ``zero_grad``, a no-op; here clipping sees real
+    gradients: one step per episode (the authors' package) or per layer (their scripts)."""
     norms: list[float] = []
     clip = torch.nn.utils.clip_grad_norm_
 
@@ -186,8 +189,72 @@ def test_gradients_are_clipped_after_backward_not_after_zero_grad(monkeypatch):
         return total
 
     monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", recording)
-    train(weights_of(tiny_model("llama")), [89, 89], PruneNetOptions(episodes=2), seed=0)
-    assert len(norms) == 4 and all(norm > 0 for norm in norms)
+    trained = train(weights_of(tiny_model("llama")), [89, 89],
+                    PruneNetOptions(episodes=2, update=update, precision="full"), seed=0)
+    assert len(norms) == steps and all(0 < norm < float("inf") for norm in norms)
+    assert trained.steps == {"taken": steps, "skipped": 0}
+
+
+def test_mixed_precision_skips_the_steps_whose_float16_gradients_overflow():
+    """The authors' GradScaler starts at a scale of 65536; the REINFORCE loss (hundreds of
+    channels times a reward near 1 / KS) overflows float16 at that scale, and the scaler skips
+    the step and halves the scale, as in their code."""
+    weights = weights_of(tiny_model("llama"))
+    mixed = train(weights, [89, 89], PruneNetOptions(episodes=3), seed=0)
+    assert mixed.steps["skipped"] >= 1 and sum(mixed.steps.values()) == 3
+    full = train(weights, [89, 89], PruneNetOptions(episodes=3, precision="full"), seed=0)
+    assert full.steps == {"taken": 3, "skipped": 0}
+
+
+def test_policy_initialization_matches_the_authors_distribution():
+    """``A`` is ``nn.Linear``'s default (uniform within 1/sqrt(hidden)) and ``v`` is ``torch.rand``,
+    uniform on (0, 1): not a small symmetric range."""
+    from scipy.stats import kstest
+
+    hidden, width = 576, 1536
+    policy = KeepPolicy(hidden=hidden, width=width, generator=torch.Generator().manual_seed(0))
+    bound = 1 / math.sqrt(hidden)
+    assert kstest(policy.v.detach().numpy(), "uniform", args=(0, 1)).pvalue > 1e-3
+    assert kstest(policy.A.weight.detach().flatten()[:20000].numpy(), "uniform", args=(-bound, 2 * bound)).pvalue > 1e-3
+    assert kstest(policy.A.bias.detach().numpy(), "uniform", args=(-bound, 2 * bound)).pvalue > 1e-3
+    # the same generator stream as the authors' module, nn.Linear then torch.rand, for one seed
+    torch.manual_seed(3)
+    linear, v = torch.nn.Linear(hidden, width), torch.rand(width, 1)
+    mine = KeepPolicy(hidden=hidden, width=width, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(mine.A.weight, linear.weight) and torch.equal(mine.A.bias, linear.bias)
+    assert torch.equal(mine.v, v[:, 0])
+
+
+def test_the_prune_time_draw_is_the_authors_multinomial_draw():
+    """The core's top-k of the draw's ranks is ``torch.multinomial(p, k, replacement=False)`` on
+    the noisy keep-probabilities, for every k, under one generator state."""
+    logits = torch.randn(FFN, generator=torch.Generator().manual_seed(5)) * 3
+    ranks = draw_ranks(logits, torch.Generator().manual_seed(9))
+    for keep in (1, 40, 89, FFN):
+        generator = torch.Generator().manual_seed(9)
+        noisy = noisy_logits(logits, generator)
+        drawn = torch.multinomial(torch.sigmoid(noisy), keep, replacement=False, generator=generator)
+        assert set(drawn.tolist()) == set(ranks.topk(keep).indices.tolist())
+
+
+def test_the_prune_time_draw_is_deterministic_for_a_seed_and_recorded():
+    model = tiny_model("llama")
+    first, again = score(model, episodes=2), score(model, episodes=2)
+    other = score(model, episodes=2, draw_seed=11)
+    assert all(torch.equal(a, b) for a, b in zip(first, again))
+    assert not all(torch.equal(a, b) for a, b in zip(first, other))
+
+
+def test_top_k_selection_scores_by_the_noise_free_logits(cache):
+    model = tiny_model("llama")
+    scores = score(model, episodes=2, selection="topk")
+    [path] = (cache / "policies").glob("*/*.safetensors")  # the policy both selections share
+    policy = store.load(path, HIDDEN).policy
+    with torch.no_grad(), autocast("mixed", "cpu"):
+        logits = [policy.logits(weight).float() for weight in weights_of(model)]
+    assert all(torch.equal(a, b) for a, b in zip(scores, logits))
+    drawn = score(model, episodes=2)
+    assert not all(torch.equal(a, b) for a, b in zip(scores, drawn))
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -207,6 +274,8 @@ def test_run_reports_the_learning_curve_and_reloads_with_stock_transformers(tmp_
     assert len(ffn["learning_curve"]) == 3 and ffn["policy"]["source"] == "trained"
     assert ffn["settings"]["episodes"] == 3 and ffn["policy"]["train_ratio"] == 0.3
     assert 0 <= ffn["ks_statistic"]["mean"] <= 1
+    assert ffn["selection"].startswith("drawn") and ffn["settings"]["draw_seed"] == 0  # the run's --seed
+    assert sum(ffn["optimizer_steps"].values()) == 3
 
     reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "run" / "model")
     kept = kept_units(FFN, 0.3)
@@ -300,6 +369,9 @@ def test_nan_in_ffn_weights_is_a_clear_error(tmp_path):
         ("prunenet.learning_rate=-1", "options.prunenet.learning_rate"),
         ("prunenet.train_ratio=1", "options.prunenet.train_ratio"),
         ("prunenet.episode=3", "options.prunenet.episode"),
+        ("prunenet.selection=best", "options.prunenet.selection"),
+        ("prunenet.precision=half", "options.prunenet.precision"),
+        ("prunenet.update=step", "options.prunenet.update"),
     ],
 )
 def test_invalid_settings_are_rejected(tmp_path, option, expected):

@@ -5,10 +5,13 @@ weight's singular-value spectrum keeps its shape (:mod:`.training`). The policy 
 on the ratio, so it is trained once per model and settings, cached (:mod:`.store`) and reused at
 any ratio: a second run at another ratio only evaluates the policy, which takes seconds.
 
-Slicing itself is deterministic: a channel's score is the policy's noise-free keep-logit, and the
-core keeps the top ``int((1 - r) * channels)`` of every layer. Sampling is how the policy explores
-while it learns; once learned, its most probable action is the top-k, and top-k makes the kept
-sets nested across ratios (what is kept at 50% is also kept at 30%).
+Slicing draws the kept channels from the policy as the authors do (fresh noise, then
+``torch.multinomial`` without replacement), from a generator seeded by ``draw_seed``, so a seed
+fixes the result. One draw orders every channel and the core keeps the first
+``int((1 - r) * channels)`` of each layer, so the kept sets are nested across ratios. The top-k of
+the noise-free keep-logits (``selection="topk"``) is the alternative; on SmolLM2-135M it is far
+worse (docs/prunenet.md): a policy barely moved from its random start applies one direction to
+every layer, and top-k removes a correlated set of channels everywhere.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from prunekit.errors import UsageError
 from prunekit.models import fingerprint
 from prunekit.payloads import Dimension, Importance, ScoreRequest
 from prunekit.plugins.prunenet import store
+from prunekit.plugins.prunenet.policy import autocast, draw_ranks
 from prunekit.plugins.prunenet.reward import ks_statistic, one_thread, spectrum
 from prunekit.plugins.prunenet.settings import PruneNetOptions
 from prunekit.plugins.prunenet.training import train
@@ -31,6 +35,10 @@ from prunekit.slicing import keep_plan, kept_units
 log = logging.getLogger(__name__)
 
 NAME = "prunenet"
+SELECTIONS = {
+    "draw": "drawn without replacement from the noisy keep-probabilities (seeded by draw_seed), as the authors slice",
+    "topk": "top-k of the noise-free keep-logits",
+}
 
 
 @hookimpl
@@ -77,6 +85,7 @@ def obtain_policy(
         "train_ratio": train_ratio,
         "learning_curve": trained.learning_curve,
         "best_episode": trained.best_episode,
+        "optimizer_steps": trained.steps,
         "train_seconds": round(trained.seconds, 3),
     }
     if options.cache:
@@ -92,8 +101,14 @@ def score_importance(request: ScoreRequest) -> list[Importance]:
     model_id = fingerprint(request.model)
     stored, source = obtain_policy(request, options, weights, seed, model_id)
     policy = stored.policy.to(weights[0].device)
-    with torch.no_grad():
-        scores = [policy.logits(weight).cpu() for weight in weights]
+    draw_seed = seed if options.draw_seed is None else options.draw_seed
+    generator = torch.Generator().manual_seed(draw_seed)
+    with torch.no_grad(), autocast(options.precision, weights[0].device):
+        logits = [policy.logits(weight) for weight in weights]
+        if options.selection == "draw":
+            scores = [draw_ranks(layer_logits, generator) for layer_logits in logits]
+        else:
+            scores = [layer_logits.float().cpu() for layer_logits in logits]
     if stored.meta.get("fingerprint") != model_id:
         log.warning("PruneNet: the policy %s was trained on other weights (%s, this model is %s)",
                     stored.path, stored.meta.get("fingerprint"), model_id)
@@ -106,8 +121,8 @@ def score_importance(request: ScoreRequest) -> list[Importance]:
         ]
     importance.report = {
         "criterion": "PruneNet policy keep-logit A(W)·v, trained on a KS spectrum reward",
-        "selection": "top-k of the noise-free keep-logits (deterministic)",
-        "settings": options.model_dump(mode="json") | {"seed": seed},
+        "selection": SELECTIONS[options.selection],
+        "settings": options.model_dump(mode="json") | {"seed": seed, "draw_seed": draw_seed},
         "policy": {
             "source": source,
             "path": None if stored.path is None else str(stored.path),
@@ -119,6 +134,7 @@ def score_importance(request: ScoreRequest) -> list[Importance]:
         },
         "learning_curve": stored.meta.get("learning_curve"),
         "best_episode": stored.meta.get("best_episode"),
+        "optimizer_steps": stored.meta.get("optimizer_steps"),
         "ks_statistic": {"mean": sum(statistics) / len(statistics), "per_layer": statistics},
     }
     return [importance]

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 
 class PruneNetOptions(BaseModel):
-    """Training hyperparameters default to the paper's (20 episodes, lr 1e-3, discount 0.99)."""
+    """Training and slicing default to the authors' own code (their PyPI package
+    ``efficient-pruners`` 0.1.0): 20 episodes, lr 1e-3, discount 0.99, one step per episode,
+    gradient norm clipped at 1.0, and a seeded prune-time draw."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -19,6 +22,22 @@ class PruneNetOptions(BaseModel):
     max_grad_norm: float | None = Field(
         default=1.0, gt=0, description="Clip the policy's gradient norm before each step; null to disable."
     )
+    update: Literal["episode", "layer"] = Field(
+        default="episode",
+        description="episode: one optimizer step per episode on the summed layer losses (the authors' package); "
+        "layer: a step after each layer's loss (their GitHub scripts).",
+    )
+    precision: Literal["mixed", "full"] = Field(
+        default="mixed",
+        description="mixed: float16 autocast with a GradScaler, as the authors train (steps whose float16 gradients "
+        "overflow are skipped); full: float32 throughout.",
+    )
+    selection: Literal["draw", "topk"] = Field(
+        default="draw",
+        description="draw: the kept channels are drawn from the noisy keep-probabilities with draw_seed, as the "
+        "authors slice; topk: the top-k of the noise-free keep-logits.",
+    )
+    draw_seed: int | None = Field(default=None, description="Seed of the prune-time draw; default: the policy's seed.")
     train_ratio: float | None = Field(
         default=None, gt=0, lt=1,
         description="Ratio the policy is trained at. Default: the ratio of the run that first trains it; "
@@ -42,6 +61,8 @@ class PruneNetOptions(BaseModel):
             "discount": self.discount,
             "seed": seed,
             "max_grad_norm": self.max_grad_norm,
+            "update": self.update,
+            "precision": self.precision,
         }
         if self.train_ratio is not None:
             key["train_ratio"] = self.train_ratio

@@ -21,7 +21,7 @@ from prunekit.errors import UsageError
 from prunekit.plugins.prunenet.policy import KeepPolicy
 from prunekit.smollm2 import cache_root
 
-FORMAT = 1
+FORMAT = 2
 """Bumped whenever the policy's parameterization or training changes meaning; part of the key."""
 
 
