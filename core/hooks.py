@@ -8,7 +8,7 @@ names none, every installed evaluator measures.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prunekit import architectures
 from prunekit.payloads import Metrics
@@ -88,8 +88,15 @@ class Hooks:
         if not self._slice(request=request):
             raise RuntimeError(f"no plugin sliced layer {request.layer_index}")
 
-    def recover(self, request: RecoverRequest) -> Recovery | None:
-        return self._recover(request=request)
+    def recoverers(self, order: list[str]) -> list[str]:
+        """Active plugins that implement ``recover``, in the order of ``order`` (the run's
+        ``--plugins``), the order in which they recover."""
+        names = {self._pm.get_name(impl.plugin) for impl in self._recover.get_hookimpls()}
+        return [name for name in order if name in names]
+
+    def recover(self, name: str, request: RecoverRequest) -> Recovery | None:
+        """One recovery step: the plugin ``name`` alone."""
+        return self._one("recover", name, request)
 
     def evaluate(self, request: EvalRequest) -> Metrics:
         """Every active evaluator's metrics, merged; a metric reported twice is an error."""
@@ -101,8 +108,12 @@ class Hooks:
 
     def evaluate_one(self, name: str, request: EvalRequest) -> Metrics | None:
         """One evaluator's metrics alone, so a caller can reuse the others' cached results."""
+        return self._one("evaluate", name, request)
+
+    def _one(self, hook: str, name: str, request: object) -> Any:
+        """The answer of plugin ``name`` alone to ``hook`` (``None`` if it gives none)."""
         others = [plugin for other, plugin in self._pm.list_name_plugin() if plugin and other != name]
-        results = self._pm.subset_hook_caller("evaluate", others)(request=request)
+        results = self._pm.subset_hook_caller(hook, others)(request=request)
         return results[0] if results else None
 
     def select_ratio(self, request: SelectRequest) -> Selection | None:

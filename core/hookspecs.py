@@ -8,7 +8,7 @@ One run calls them in this order::
     score_importance            first result: the active pruner decides
     slice_layer  x layers       first result: the core's structural slicer unless a plugin takes over
       (or slice_model           first result: a whole-model slicer replaces the two steps above)
-    recover                     first result, optional
+    recover  x recovery plugins in the order the run names them, each on the previous one's model
     evaluate(stage="after")
     select_ratio                first result; called by searches, which wrap whole runs
     restore_structure           first result; called by prunekit.load for non-stock checkpoints
@@ -113,14 +113,18 @@ def slice_model(request: ScoreRequest) -> ModelSlice | None:
     """
 
 
-@hookspec(firstresult=True)
+@hookspec
 def recover(request: RecoverRequest) -> Recovery | None:
-    """Repair the quality of a sliced model, e.g. by fine-tuning adapters and merging them.
+    """Repair the quality of a sliced model, e.g. by refitting weights or fine-tuning adapters.
 
-    Return a :class:`~prunekit.payloads.Recovery` whose model has the same structure and no
-    extra modules (merge adapters into the weights), so the saved checkpoint stays stock.
-    Return ``None`` to skip. Optional: a run with no selected recovery plugin saves the sliced
-    model as it is. Write resumable checkpoints under ``request.work_dir``.
+    Recovery is a chain, not a choice: every selected plugin that implements this hook is called
+    once, in the order the run names them (``--plugins prunenet,refit,lora`` refits, then
+    fine-tunes the refitted model), and ``request.model`` is the model the previous step returned.
+    Return a :class:`~prunekit.payloads.Recovery` whose model has the same structure and no extra
+    modules (merge adapters into the weights), so the saved checkpoint stays stock; return
+    ``None`` to leave the model as it is. The report records each step's own report and the
+    model's perplexity before and after it. ``request.uncompressed`` gives the layers as they
+    were before slicing, for compensation. Write resumable checkpoints under ``request.work_dir``.
     """
 
 
@@ -132,6 +136,9 @@ def evaluate(request: EvalRequest) -> Metrics | None:
     (``stage="before"``) and for the compressed one (``stage="after"``); the core merges the
     results, and two evaluators reporting the same metric is an error. An evaluator must measure
     both stages the same way so that the report's retention and speedup compare like with like.
+    Between recovery steps it is called with ``stage="recovery"`` for the perplexity each step
+    reports; an evaluator whose measure is slow or does not change with the weights returns
+    ``None`` there.
     Return ``None`` when there is nothing to measure with the run's settings.
     """
 

@@ -53,6 +53,7 @@ DEFAULT_PLUGINS: dict[str, str] = {
     "prunenet": "prunekit.plugins.prunenet",
     "activation": "prunekit.plugins.activation",
     "slicegpt": "prunekit.plugins.slicegpt",
+    "refit": "prunekit.plugins.refit",
     "lora": "prunekit.plugins.lora",
     "bandit": "prunekit.plugins.bandit",
     "optuna": "prunekit.plugins.optuna_search",

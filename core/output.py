@@ -126,6 +126,18 @@ class StageMemory(BaseModel):
     peak_mb: float
 
 
+class RecoveryStep(BaseModel):
+    """One recovery plugin's turn: its own report, and the perplexity before and after it
+    (``None`` where no evaluator measures perplexity)."""
+
+    plugin: str
+    report: dict[str, Any] | None
+    """``None`` when the plugin left the model as it was."""
+    seconds: float
+    perplexity_before: float | None
+    perplexity_after: float | None
+
+
 class Report(BaseModel):
     """``report.json``: the output contract of design.md."""
 
@@ -146,7 +158,8 @@ class Report(BaseModel):
     """Whether ``model/`` loads with stock ``AutoModelForCausalLM.from_pretrained``."""
     pruning: dict[str, Any]
     """The pruner's own report per dimension (settings, learning curves)."""
-    recovery: dict[str, Any] | None
+    recovery: list[RecoveryStep] = []
+    """The recovery steps in the order they ran; empty when none was selected."""
     versions: dict[str, str]
     config: RunConfig
     disk_bytes: DiskBytes | None = None
@@ -223,7 +236,7 @@ def write_text(target: Path, text: str) -> None:
 
 def write_report(report: Report, directory: Path) -> None:
     write_text(directory / "report.json", report.model_dump_json(indent=2) + "\n")
-    found = curves(report.recovery)
+    found = recovery_curves(report.recovery)
     if found:
         plot_curves(found, directory / RECOVERY_PLOT)
     write_text(directory / "report.md", render_markdown(report))
@@ -243,6 +256,11 @@ def curves(section: dict[str, Any] | None) -> dict[str, list[dict[str, float]]]:
             and all(isinstance(v, (int, float)) for v in point.values()) for point in value
         )
     }
+
+
+def recovery_curves(steps: list[RecoveryStep]) -> dict[str, list[dict[str, float]]]:
+    """Every step's curves, named ``<plugin> <curve>``."""
+    return {f"{step.plugin} {name}": points for step in steps for name, points in curves(step.report).items()}
 
 
 def plot_curves(found: dict[str, list[dict[str, float]]], target: Path) -> None:
@@ -265,12 +283,19 @@ def plot_curves(found: dict[str, list[dict[str, float]]], target: Path) -> None:
     os.replace(staging, target)
 
 
-def _recovery_lines(recovery: dict[str, Any] | None) -> list[str]:
-    if not recovery:
+def _recovery_lines(steps: list[RecoveryStep]) -> list[str]:
+    if not steps:
         return []
-    found = curves(recovery)
-    lines = ["## Recovery", ""]
-    lines += [f"- {name}: {_compact(value)}" for name, value in recovery.items() if name not in found]
+    lines = ["## Recovery", "", "| step | plugin | perplexity before | perplexity after | seconds |", "|---|---|---|---|---|"]
+    lines += [f"| {number} | {step.plugin} | {_fmt(step.perplexity_before)} | {_fmt(step.perplexity_after)} | "
+              f"{step.seconds:.1f} |" for number, step in enumerate(steps, 1)]
+    for step in steps:
+        found = curves(step.report)
+        lines += ["", f"### {step.plugin}", ""]
+        if step.report is None:
+            lines.append("- left the model as it was")
+        lines += [f"- {name}: {_compact(value)}" for name, value in (step.report or {}).items() if name not in found]
+    found = recovery_curves(steps)
     if found:
         lines += ["", f"![{', '.join(found)}]({RECOVERY_PLOT})"]
     return lines + [""]

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from prunekit.search.objective import Objective
     from prunekit.search.quality import Reference
     from prunekit.search.space import Space
+    from prunekit.uncompressed import UncompressedLayers
 
 
 class Dimension(str, Enum):
@@ -120,6 +121,10 @@ class RecoverRequest:
     config: RunConfig
     work_dir: Path
     """A directory for checkpoints that should survive an interrupted run."""
+    uncompressed: UncompressedLayers | None = None
+    """The decoder layers as they were before slicing, one at a time (``uncompressed.layer(i,
+    device)``), for compensation that fits sliced layers to the uncompressed ones; ``None`` when
+    the run sliced no layer (ratio 0, or a whole-model slicer such as slicegpt)."""
 
     def options(self, plugin: str) -> dict[str, Any]:
         """The plugin's own settings from the run config (``options: {plugin: {...}}``)."""
@@ -142,8 +147,10 @@ class EvalRequest:
     model: PreTrainedModel
     tokenizer: PreTrainedTokenizerBase | None
     config: RunConfig
-    stage: Literal["before", "after"]
-    """``before`` is the uncompressed model, ``after`` the compressed one."""
+    stage: Literal["before", "after", "recovery"]
+    """``before`` is the uncompressed model, ``after`` the compressed one; ``recovery`` a model
+    between two recovery steps, where only cheap measures that change with the weights
+    (perplexity) are wanted: other evaluators return ``None`` there."""
 
     def options(self, plugin: str) -> dict[str, Any]:
         """The plugin's own settings from the run config (``options: {plugin: {...}}``)."""

@@ -9,7 +9,8 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from prunekit import __version__, baselines, memory, output
@@ -18,6 +19,7 @@ from prunekit.models import load_model
 from prunekit.payloads import Dimension, EvalRequest, RecoverRequest, ScoreRequest, SliceRequest
 from prunekit.progress import track
 from prunekit.slicing import keep_plan, kept_layers
+from prunekit.uncompressed import UncompressedLayers
 
 if TYPE_CHECKING:
     from torch import nn
@@ -73,10 +75,16 @@ def with_evaluator_options(config: RunConfig, evaluators: list[str]) -> RunConfi
 
 
 def slice_by_importance(
-    importances: list[Importance], config: RunConfig, model: PreTrainedModel, architecture: Architecture, hooks: Hooks
+    importances: list[Importance],
+    config: RunConfig,
+    model: PreTrainedModel,
+    architecture: Architecture,
+    hooks: Hooks,
+    uncompressed: UncompressedLayers | None = None,
 ) -> tuple[dict[str, object], bool]:
     """Slice ``model`` in place at the config's ratios by a pruner's scores; return the pruning
-    report per dimension and whether the result is a stock checkpoint.
+    report per dimension and whether the result is a stock checkpoint. With ``uncompressed``,
+    each layer that stays is recorded there just before it is sliced.
 
     Apart from :func:`run` so that a search can score once per pruner and slice copies of the
     model at many ratios exactly as a run would."""
@@ -96,8 +104,41 @@ def slice_by_importance(
         pruning[Dimension.LAYERS.value] = {**pruning[Dimension.LAYERS.value], "removed_layers": removed}
         plan = [plan[index] for index in depth]
     for index, keep in enumerate(track(plan, "slicing layers")):
+        if uncompressed is not None:
+            layer = architecture.layers(model)[index]
+            lost = {dim: units for dim, units in keep.items() if len(units) < architecture.units(layer, dim)}
+            uncompressed.keep(index, layer, lost)
         hooks.slice_layer(SliceRequest(model, architecture, index, keep))
     return pruning, architecture.sync_config(model)
+
+
+def recover(
+    hooks: Hooks, recoverers: list[str], request: RecoverRequest
+) -> tuple[PreTrainedModel, list[output.RecoveryStep]]:
+    """Run the recovery plugins in turn, each on the model the previous one returned; return the
+    final model and one step per plugin with its report, seconds and the perplexity before and
+    after it (from the evaluators that measure at ``stage="recovery"``)."""
+    model, steps = request.model, []
+    if not recoverers:
+        return model, steps
+
+    def perplexity() -> float | None:
+        return hooks.evaluate(EvalRequest(model, request.tokenizer, request.config, "recovery")).perplexity
+
+    before = perplexity()
+    for name in recoverers:
+        start = time.perf_counter()
+        recovered = hooks.recover(name, replace(request, model=model))
+        seconds = round(time.perf_counter() - start, 3)
+        if recovered is not None:
+            model = recovered.model
+        after = perplexity() if recovered is not None else before
+        steps.append(output.RecoveryStep(
+            plugin=name, report=recovered.report if recovered is not None else None, seconds=seconds,
+            perplexity_before=before, perplexity_after=after,
+        ))
+        before = after
+    return model, steps
 
 
 def run(config: RunConfig, plugins: Plugins) -> output.Report:
@@ -116,6 +157,7 @@ def run(config: RunConfig, plugins: Plugins) -> output.Report:
             f"the per-layer pruner {', '.join(hooks.scorers())}; select one"
         )
     directory = output.run_directory(config)
+    recoverers = hooks.recoverers(config.plugins)
     clock = Stopwatch()
 
     with clock.stage("load"):
@@ -129,26 +171,27 @@ def run(config: RunConfig, plugins: Plugins) -> output.Report:
 
     pruning: dict[str, object] = {}
     stock = True
-    if config.compresses and hooks.model_slicers():  # e.g. rotate-and-slice of the hidden width
-        with clock.stage("slice"):
-            sliced = hooks.slice_model(ScoreRequest(model, architecture, config, tokenizer=tokenizer))
-        pruning[sliced.dimension.value] = sliced.report
-        stock = sliced.stock
-    elif config.compresses:
-        with clock.stage("score"):
-            importances = hooks.score_importance(ScoreRequest(model, architecture, config, tokenizer=tokenizer))
-        if not importances:
-            raise RuntimeError(f"the selected pruners returned no importance for {config.model}")
-        with clock.stage("slice"):
-            pruning, stock = slice_by_importance(importances, config, model, architecture, hooks)
+    with ExitStack() as stack:  # the recorded uncompressed layers live until recovery is done
+        uncompressed = None
+        if config.compresses and hooks.model_slicers():  # e.g. rotate-and-slice of the hidden width
+            with clock.stage("slice"):
+                sliced = hooks.slice_model(ScoreRequest(model, architecture, config, tokenizer=tokenizer))
+            pruning[sliced.dimension.value] = sliced.report
+            stock = sliced.stock
+        elif config.compresses:
+            with clock.stage("score"):
+                importances = hooks.score_importance(ScoreRequest(model, architecture, config, tokenizer=tokenizer))
+            if not importances:
+                raise RuntimeError(f"the selected pruners returned no importance for {config.model}")
+            if recoverers:  # what the layers were, for recovery that compensates the slicing
+                uncompressed = stack.enter_context(UncompressedLayers.temporary())
+            with clock.stage("slice"):
+                pruning, stock = slice_by_importance(importances, config, model, architecture, hooks, uncompressed)
 
-    recovery = None
-    with clock.stage("recover"):
-        recovered = hooks.recover(
-            RecoverRequest(model, tokenizer, architecture, config, work_dir=directory / "checkpoints")
-        )
-    if recovered is not None:
-        model, recovery = recovered.model, recovered.report
+        with clock.stage("recover"):
+            request = RecoverRequest(model, tokenizer, architecture, config, work_dir=directory / "checkpoints",
+                                     uncompressed=uncompressed)
+            model, recovery = recover(hooks, recoverers, request)
 
     with clock.stage("evaluate_after"):
         after = hooks.evaluate(EvalRequest(model, tokenizer, config, "after"))

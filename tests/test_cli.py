@@ -87,14 +87,16 @@ def test_run_calls_every_hook_in_order_and_writes_a_stock_model(register_plugin,
     result = invoke("run", "--model", "tiny-llama", "--plugins", "recorder", "--ratio", "0.5",
                     "--output", str(out), "--json")
     assert result.exit_code == 0, result.output
-    assert recorder.calls == ["evaluate:before", "score_importance", "recover", "evaluate:after"]
+    assert recorder.calls == ["evaluate:before", "score_importance", "evaluate:recovery", "recover",
+                              "evaluate:recovery", "evaluate:after"]
 
     report = json.loads(result.stdout)
     assert report == json.loads((out / "report.json").read_text())
     assert (out / "report.md").read_text().startswith("# prunekit run: tiny-llama")
     assert report["plugins"] == ["recorder"] and report["ratio"] == 0.5 and report["stock"] is True
     assert report["pruning"] == {"ffn": {"criterion": "row norm"}}
-    assert report["recovery"] == {"steps": 0}
+    [step] = report["recovery"]
+    assert step["plugin"] == "recorder" and step["report"] == {"steps": 0}
     assert report["metrics"]["after"]["extra"]["parameters"] == report["params"]["after"]
     assert report["params"]["after"] < report["params"]["before"]
     assert set(report["timings"]) == {"load", "evaluate_before", "score", "slice", "recover", "evaluate_after", "save"}

@@ -366,7 +366,8 @@ def test_sweep_runs_the_grid_through_the_pipeline_fits_and_resumes(sweep_plugins
     assert points[0]["loss"] == pytest.approx(math.log(first["metrics"]["after"]["perplexity"]))
     assert points[0]["accuracy"] == first["metrics"]["after"]["tasks"]["probe"]["acc"]
     assert len({p["baseline_loss"] for p in points}) == 1
-    assert json.loads((out / "points" / "r0.5-d16" / "report.json").read_text())["recovery"] == {"samples": 16}
+    [step] = json.loads((out / "points" / "r0.5-d16" / "report.json").read_text())["recovery"]
+    assert step["plugin"] == "fakerecover" and step["report"] == {"samples": 16}
     assert not list(out.glob("points/*/model")), "models are removed once their report is written"
 
     fit = json.loads(result.stdout)

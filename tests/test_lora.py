@@ -177,7 +177,9 @@ def run(tmp_path: Path, text: Path, loss_plugin: str, *plugins: str, name: str =
 
 def test_run_trains_merges_and_saves_a_stock_checkpoint_without_lora(tmp_path, text_file, loss_plugin):
     report = run(tmp_path, text_file, loss_plugin, "random", "lora")
-    recovery = report["recovery"]
+    [step] = report["recovery"]
+    assert step["plugin"] == "lora"
+    recovery = step["report"]
     assert recovery["steps"] == 4 and [p["step"] for p in recovery["train_loss"]] == [1, 2, 3, 4]
     assert [p["step"] for p in recovery["eval_loss"]] == [0, 2, 4]
     assert recovery["eval_loss_best"] < recovery["eval_loss_start"]
@@ -233,11 +235,11 @@ def test_an_interrupted_training_leaves_no_output_and_resumes_to_the_same_model(
     (trainer_dir / "checkpoint-4").mkdir()  # a checkpoint cut off mid-write: no trainer_state.json
 
     report = pipeline.run(config_for(tmp_path, text_file, loss_plugin, "resumed"), prunekit_plugins)
-    assert report.recovery["resumed_from"] == "checkpoint-2"
-    assert [p["step"] for p in report.recovery["train_loss"]] == [1, 2, 3, 4]
+    assert report.recovery[0].report["resumed_from"] == "checkpoint-2"
+    assert [p["step"] for p in report.recovery[0].report["train_loss"]] == [1, 2, 3, 4]
 
     straight = pipeline.run(config_for(tmp_path, text_file, loss_plugin, "straight"), prunekit_plugins)
-    assert straight.recovery["train_loss"] == report.recovery["train_loss"]
+    assert straight.recovery[0].report["train_loss"] == report.recovery[0].report["train_loss"]
     resumed, uninterrupted = saved_weights(directory), saved_weights(tmp_path / "straight")
     for key, tensor in uninterrupted.items():
         torch.testing.assert_close(resumed[key], tensor, rtol=0, atol=1e-6)
@@ -265,14 +267,14 @@ def test_a_finished_adapter_is_merged_again_instead_of_retrained(tmp_path, text_
     weights = saved_weights(tmp_path / "again")
     (tmp_path / "again" / "report.json").unlink()  # as if the run had stopped after recovery
     shutil.rmtree(tmp_path / "again" / "model")
-    adapter = Path(first.recovery["adapter"])
+    adapter = Path(first.recovery[0].report["adapter"])
     assert adapter == tmp_path / "again" / "checkpoints" / "lora" / "adapter"
     assert (adapter / "adapter_config.json").is_file() and (adapter / "adapter_model.safetensors").is_file()
     assert not (adapter.parent / "trainer").exists()  # optimizer state only served resuming
 
     second = pipeline.run(config, prunekit_plugins)
-    assert second.recovery["resumed_from"] == "finished adapter"
-    assert second.recovery["train_loss"] == first.recovery["train_loss"]
+    assert second.recovery[0].report["resumed_from"] == "finished adapter"
+    assert second.recovery[0].report["train_loss"] == first.recovery[0].report["train_loss"]
     for key, tensor in saved_weights(tmp_path / "again").items():
         torch.testing.assert_close(tensor, weights[key], rtol=0, atol=1e-6)
 
@@ -357,7 +359,7 @@ def test_smollm2_sliced_by_30_percent_has_lower_perplexity_with_lora(tmp_path, s
     assert recovered.exit_code == 0, recovered.output
     without, with_lora = json.loads(plain.stdout), json.loads(recovered.stdout)
     assert with_lora["metrics"]["after"]["perplexity"] < without["metrics"]["after"]["perplexity"]
-    assert "disjoint_from_evaluation" in with_lora["recovery"]["data"]
+    assert "disjoint_from_evaluation" in with_lora["recovery"][0]["report"]["data"]
     saved = tmp_path / "lora" / "model"
     with safe_open(saved / "model.safetensors", "pt") as weights:
         assert not [key for key in weights.keys() if "lora" in key]

@@ -196,6 +196,8 @@ def plugin_options() -> type[BaseModel]:
 
 
 @hookimpl
-def evaluate(request: EvalRequest) -> Metrics:
+def evaluate(request: EvalRequest) -> Metrics | None:
+    if request.stage == "recovery":  # recovery changes weights, not shapes: the speed stays
+        return None
     result = measure(request.model, LatencyOptions.model_validate(request.options(NAME)), seed=request.config.seed)
     return Metrics(latency=result.summary(), details={NAME: result.protocol()})

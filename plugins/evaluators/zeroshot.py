@@ -264,7 +264,7 @@ def plugin_options() -> type[BaseModel]:
 
 @hookimpl
 def evaluate(request: EvalRequest) -> Metrics | None:
-    if not request.config.tasks:
+    if not request.config.tasks or request.stage == "recovery":  # too slow to repeat at every recovery step
         return None
     options = ZeroShotOptions.model_validate(request.options(NAME))
     if request.tokenizer is None:
