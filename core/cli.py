@@ -180,7 +180,10 @@ def plugins_list(
             return
         table = Table("hook", "plugins, in call order")
         for hook, names in order.items():
-            table.add_row(hook, " → ".join(names) or Text("none", style="dim"))
+            if hook == "recover" and names:  # a chain in the run's order, not pluggy's (hookspecs.recover)
+                table.add_row(hook, Text(", ".join(names)) + Text(" (each selected, in --plugins order)", style="dim"))
+            else:
+                table.add_row(hook, " → ".join(names) or Text("none", style="dim"))
         stdout.print(table)
         return
     infos = registry.infos()

@@ -175,7 +175,8 @@ class Plugins:
 
     def call_order(self) -> dict[str, list[str]]:
         """Every hook, in pipeline order, with the plugins implementing it in the order pluggy
-        asks them (``core plugins list --hooks``)."""
+        asks them (``core plugins list --hooks``); ``recover`` alone runs its selected plugins in
+        the run's ``--plugins`` order instead."""
         spec = f"{hookspecs.PROJECT}_spec"
         names = [name for name, value in vars(hookspecs).items() if hasattr(value, spec)]  # definition order
         return {name: tracing.call_order(getattr(self.pm.hook, name).get_hookimpls()) for name in names}
