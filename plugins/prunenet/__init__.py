@@ -9,9 +9,8 @@ Slicing draws the kept channels from the policy as the authors do (fresh noise, 
 ``torch.multinomial`` without replacement), from a generator seeded by ``draw_seed``, so a seed
 fixes the result. One draw orders every channel and the core keeps the first
 ``int((1 - r) * channels)`` of each layer, so the kept sets are nested across ratios. The top-k of
-the noise-free keep-logits (``selection="topk"``) is the alternative; on SmolLM2-135M it is far
-worse (docs/prunenet.md): a policy barely moved from its random start applies one direction to
-every layer, and top-k removes a correlated set of channels everywhere.
+the noise-free keep-logits (``selection="topk"``) is the alternative; it applies the policy's one
+direction to every layer deterministically, which on SmolLM2-135M is worse (docs/prunenet.md).
 """
 
 from __future__ import annotations

@@ -1,0 +1,340 @@
+"""What every pipeline costs in quality on a built-in real model: pruners x ratios x recoveries.
+
+Each row is one pipeline as ``core run`` runs it, through the same hooks and the same code: the
+pruner's ``score_importance`` (or ``slice_model``), the core's keep plan and ``slice_layer`` with
+the uncompressed layers recorded, then the recovery chain through ``prunekit.pipeline.recover``
+(``refit``, ``lora`` or ``refit`` then ``lora``), each step's perplexity measured before and after
+it. Every model is measured in memory with the built-in evaluators' library functions: WikiText-2
+perplexity (the evaluator's default text, windows and length) and, at ``--zeroshot-ratios``, the
+five zero-shot tasks of the benchmark data at ``--limit`` examples each (each task's primary
+metric with its standard error; acc_norm, acc for WinoGrande).
+
+FFN pruners slice the FFN at each ``--ratios`` value; ``slicegpt``, which slices the hidden width,
+is run at the hidden ratio whose whole-model parameter reduction is closest to that of the FFN
+ratio (from shapes alone), so every row of a ratio removes about as many parameters. Randomized
+pruners (``random``, ``prunenet``) run at every ``--seeds`` value; the table shows their median
+and range. Rows are written to the JSON as they finish, and a rerun with the same settings skips
+the rows already there, so an interrupted bench loses at most one row.
+
+    .venv/bin/python bench/quality.py --limit 100
+    .venv/bin/python bench/quality.py --limit 0 --recoveries none,refit --ratios 0.1,0.3
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import os
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+import torch  # noqa: E402
+from transformers import AutoModelForCausalLM  # noqa: E402
+
+from prunekit import pipeline  # noqa: E402
+from prunekit.config import RunConfig  # noqa: E402
+from prunekit.data import shared_data_dir, token_stream  # noqa: E402
+from prunekit.manager import get_plugins  # noqa: E402
+from prunekit.models import load_model  # noqa: E402
+from prunekit.output import package_versions  # noqa: E402
+from prunekit.payloads import Dimension, RecoverRequest, ScoreRequest  # noqa: E402
+from prunekit.pipeline import count_parameters  # noqa: E402
+from prunekit.plugins.evaluators import perplexity, zeroshot  # noqa: E402
+from prunekit.plugins.slicegpt import SliceGPTOptions, keeps_full_ends  # noqa: E402
+from prunekit.plugins.slicegpt.fusion import head_is_tied, untie_head  # noqa: E402
+from prunekit.plugins.slicegpt.layouts import layout_for  # noqa: E402
+from prunekit.plugins.slicegpt.rotation import sliced_width  # noqa: E402
+from prunekit.plugins.slicegpt.structure import restore  # noqa: E402
+from prunekit.uncompressed import UncompressedLayers  # noqa: E402
+
+PRUNERS = ("random", "prunenet", "prunenet-each", "magnitude", "activation", "slicegpt")
+"""``prunenet-each`` is ``prunenet`` with a policy trained at the row's ratio, where ``prunenet``
+trains once (at the first ratio it runs) and reuses that policy at every ratio."""
+RANDOMIZED = ("random", "prunenet", "prunenet-each")
+RECOVERIES = {"none": [], "refit": ["refit"], "lora": ["lora"], "refit+lora": ["refit", "lora"]}
+RATIOS = (0.1, 0.2, 0.3, 0.5)
+
+
+def ffn_reduction(base, ratio: float) -> float:
+    """The whole-model parameter reduction of slicing the FFN of ``base`` at ``ratio``."""
+    architecture = get_plugins().hooks([]).architecture_for(base)
+    layers = list(architecture.layers(base))
+    layer = layers[0]
+    units = architecture.units(layer, Dimension.FFN)
+    per_unit = sum(layer.get_submodule(p).weight.shape[1] + (layer.get_submodule(p).bias is not None)
+                   for p in architecture.ffn_inputs)
+    per_unit += architecture.output_projection(layer, Dimension.FFN).weight.shape[0]
+    removed = (units - max(1, int((1 - ratio) * units))) * per_unit * len(layers)
+    return removed / count_parameters(base)
+
+
+def slicegpt_parameters(base, width: int, options: SliceGPTOptions) -> int:
+    """Parameters of ``base`` sliced by slicegpt to ``width``, from shapes alone (meta device)."""
+    with torch.device("meta"):
+        dry = AutoModelForCausalLM.from_config(copy.deepcopy(base.config))
+    layout = layout_for(dry)
+    source = dry.get_submodule(layout.embeddings[0]).weight.shape[1]
+    full_ends = keeps_full_ends(options, dry, layout, source, width)
+    if not full_ends and head_is_tied(dry, layout):
+        untie_head(dry, layout)
+    restore(dry, {"family": layout.name, "hidden_size": width, "source_hidden_size": source,
+                  "shortcuts": options.rotation == "per_layer", "rms_norms": layout.layernorm,
+                  "added_biases": [], "full_ends": full_ends})
+    return count_parameters(dry)
+
+
+def hidden_ratio(base, target: float, options: SliceGPTOptions) -> float:
+    """The hidden ratio (a multiple-of-8 width) whose result is closest to ``target`` reduction."""
+    source = base.config.hidden_size
+    widths = range(options.multiple_of, source + 1, options.multiple_of)
+    before = count_parameters(base)
+    width = min(widths, key=lambda w: abs(1 - slicegpt_parameters(base, w, options) / before - target))
+    ratio = 1 - (width + options.multiple_of / 2) / source  # floors to ``width``
+    assert sliced_width(source, ratio, options.multiple_of) == width
+    return ratio
+
+
+def compress(base, tokenizer, pruner: str, ffn_ratio: float, seed: int, uncompressed: UncompressedLayers):
+    """A sliced copy of ``base`` with its layers recorded in ``uncompressed`` (unless slicegpt
+    slices it), and its facts."""
+    plugin, options = ("prunenet", {"train_ratio": ffn_ratio}) if pruner == "prunenet-each" else (pruner, {})
+    plugins = get_plugins()
+    hooks = plugins.hooks([plugin])
+    ratio = ffn_ratio
+    if plugin == "slicegpt":
+        ratio = hidden_ratio(base, ffn_reduction(base, ffn_ratio), SliceGPTOptions())
+    config = plugins.resolve_options(RunConfig(model="bench", plugins=[plugin], ratio=ratio, seed=seed,
+                                               options={plugin: options}))
+    model = copy.deepcopy(base)
+    architecture = hooks.architecture_for(model)
+    request = ScoreRequest(model, architecture, config, tokenizer=tokenizer)
+    start = time.perf_counter()
+    if hooks.model_slicers():
+        report = hooks.slice_model(request).report
+    else:
+        importances = hooks.score_importance(request)
+        pipeline.slice_by_importance(importances, config, model, architecture, hooks, uncompressed)
+        report = importances[0].report
+    facts = {"pruner_ratio": round(ratio, 4), "compression_seconds": round(time.perf_counter() - start, 1),
+             "params": count_parameters(model)}
+    if plugin == "prunenet":
+        facts["selection"] = report["selection"]
+        facts["optimizer_steps"] = report["optimizer_steps"]
+        facts["train_ratio"] = report["policy"]["train_ratio"]
+    return model, architecture, facts
+
+
+def recover(model, tokenizer, architecture, uncompressed, chain: list[str], seed: int, work: Path):
+    """``model`` (changed in place or replaced) after the recovery ``chain``, and its steps."""
+    plugins = get_plugins()
+    hooks = plugins.hooks(chain)
+    config = plugins.resolve_options(pipeline.with_evaluator_options(
+        RunConfig(model="bench", plugins=chain, seed=seed), hooks.evaluators()))
+    request = RecoverRequest(model, tokenizer, architecture, config, work_dir=work / "checkpoints",
+                             uncompressed=uncompressed)
+    model, steps = pipeline.recover(hooks, chain, request)
+    return model, [step.model_dump(mode="json", exclude={"report"}) | {"report": summary(step.report)}
+                   for step in steps]
+
+
+def summary(report: dict | None) -> dict | None:
+    """A step's report without its per-layer and per-step detail, which the table does not use."""
+    if report is None:
+        return None
+    return {key: value for key, value in report.items() if key not in ("per_layer", "train_loss", "eval_loss")}
+
+
+def measure(model, tokenizer, stream, length: int, tasks: list[str], limit: int, known: float | None) -> dict:
+    """Perplexity (``known`` when the last recovery step measured it already, with the same
+    protocol), and with ``limit`` each task's primary metric, its standard error and the mean."""
+    start = time.perf_counter()
+    if known is None:
+        known = perplexity.measure(model, stream, length=length,
+                                   windows_count=perplexity.PerplexityOptions().windows).perplexity
+    result: dict = {"perplexity": known, "loss": math.log(known)}
+    if limit:
+        scores = zeroshot.score_tasks(model, tokenizer, tasks, limit=limit)
+        primary = {task: metric for task, metric in sorted(scores.primary_metric.items())
+                   if task in scores.tasks and not task.startswith("zeroshot")}
+        result["tasks"] = {task: scores.tasks[task][metric] for task, metric in primary.items()}
+        result["stderr"] = {task: scores.stderr.get(task, {}).get(metric) for task, metric in primary.items()}
+        result["metrics"] = primary
+        result["average"] = statistics.fmean(result["tasks"].values())
+        result["examples"] = scores.examples
+    result["seconds"] = round(time.perf_counter() - start, 1)
+    return result
+
+
+def key(row: dict) -> tuple:
+    return row["pruner"], row["seed"], row["ratio"], row["recovery"]
+
+
+def cell(values: list[float], digits: int) -> str:
+    """A value, or the median and range of several (one per seed)."""
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{statistics.median(values):.{digits}f} ({min(values):.{digits}f}–{max(values):.{digits}f})"
+
+
+def average_stderr(row: dict) -> float:
+    """The standard error of the mean of the tasks' scores, the tasks taken as independent."""
+    errors = [error for error in row["stderr"].values() if error is not None]
+    return math.sqrt(sum(error**2 for error in errors)) / len(errors)
+
+
+def zeroshot_table(results: dict) -> str:
+    """Every row with zero-shot scores: each task's primary metric and the mean, ± standard error."""
+    dense = results["dense"]
+    if "tasks" not in dense:
+        return ""
+    names = list(dense["tasks"])
+    header = ["ratio", "pipeline", "seed", *[name.removesuffix("_local") for name in names], "avg", "retention"]
+
+    def cells(row: dict) -> list[str]:
+        scores = [f"{row['tasks'][n]:.3f} ± {row['stderr'][n]:.3f}" for n in names]
+        return scores + [f"{row['average']:.3f} ± {average_stderr(row):.3f}"]
+
+    rows = [["0", "dense", "", *cells(dense), ""]]
+    for row in results["rows"]:
+        if "tasks" in row:
+            name = row["pruner"] if row["recovery"] == "none" else f"{row['pruner']},{row['recovery'].replace('+', ',')}"
+            rows.append([f"{row['ratio']:g}", name, str(row["seed"]), *cells(row),
+                         f"{row['average'] / dense['average']:.3f}"])
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+
+
+def table(results: dict) -> str:
+    dense = results["dense"]
+    header = ["ratio", "pipeline", "params -%", "seeds", "ppl", "ppl / dense", "zero-shot avg", "retention"]
+    rows = [["0", "dense", "0.0", "", f"{dense['perplexity']:.2f}", "1.00",
+             f"{dense['average']:.3f}" if "average" in dense else "", ""]]
+    groups: dict[tuple, list[dict]] = {}
+    for row in results["rows"]:
+        groups.setdefault((row["ratio"], row["pruner"], row["recovery"]), []).append(row)
+    order = {name: index for index, name in enumerate([*PRUNERS, *RECOVERIES])}
+    for (ratio, pruner, recovery), members in sorted(groups.items(),
+                                                     key=lambda g: (g[0][0], order[g[0][1]], order[g[0][2]])):
+        ppl = [m["perplexity"] for m in members]
+        reduction = [100 * (1 - m["params"] / results["params_dense"]) for m in members]
+        averages = [m["average"] for m in members if "average" in m]
+        name = pruner if recovery == "none" else f"{pruner},{recovery.replace('+', ',')}"
+        rows.append([
+            f"{ratio:g}", name, f"{statistics.median(reduction):.1f}", ",".join(str(m["seed"]) for m in members),
+            cell(ppl, 2), f"{statistics.median(ppl) / dense['perplexity']:.2f}",
+            cell(averages, 3) if averages else "",
+            f"{statistics.median(averages) / dense['average']:.3f}" if averages and "average" in dense else "",
+        ])
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+
+
+def plan(args) -> list[dict]:
+    """Every row to measure, in the order they run (one slicing serves all its recoveries)."""
+    rows = []
+    for ratio in args.ratios:
+        for pruner in args.pruners:
+            for seed in (args.seeds if pruner in RANDOMIZED else args.seeds[:1]):
+                for recovery in args.recoveries:
+                    if pruner == "slicegpt" and "refit" in recovery:
+                        continue  # refit compensates per-layer slicing; slicegpt rotates the hidden width
+                    rows.append({"pruner": pruner, "seed": seed, "ratio": ratio, "recovery": recovery})
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--ratios", type=lambda s: [float(x) for x in s.split(",")], default=list(RATIOS),
+                        help="FFN ratios (default 0.1,0.2,0.3,0.5)")
+    parser.add_argument("--pruners", type=lambda s: s.split(","), default=list(PRUNERS))
+    parser.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=[0, 1, 2],
+                        help="seeds of the randomized pruners (the others run at the first)")
+    parser.add_argument("--recoveries", type=lambda s: s.split(","), default=list(RECOVERIES),
+                        help=f"recovery chains, of {', '.join(RECOVERIES)}")
+    parser.add_argument("--limit", type=int, default=100, help="examples per zero-shot task (0: perplexity only)")
+    parser.add_argument("--zeroshot-ratios", type=lambda s: [float(x) for x in s.split(",")], default=None,
+                        help="ratios whose rows also get zero-shot scores (default: every ratio)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default torch's)")
+    parser.add_argument("--output", type=Path, default=None,
+                        help="JSON file (default bench/results/quality-<model>.json)")
+    args = parser.parse_args()
+    unknown = sorted(set(args.recoveries) - set(RECOVERIES)) + sorted(set(args.pruners) - set(PRUNERS))
+    if unknown:
+        raise SystemExit(f"unknown pruner or recovery: {', '.join(unknown)}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    output = args.output or Path(f"bench/results/quality-{args.model}.json")
+    zeroshot_ratios = args.ratios if args.zeroshot_ratios is None else args.zeroshot_ratios
+
+    data = shared_data_dir()
+    if data is None:
+        raise SystemExit("benchmark data not found: set PRUNEKIT_DATA or run from the checkout beside ../shared/data")
+    tasks = [f"local:{data / 'tasks'}"]
+    loaded = load_model(args.model)
+    base, tokenizer = loaded.model, loaded.tokenizer
+    length = perplexity.window_length(base, None)
+    stream = token_stream(tokenizer, perplexity.default_source())
+    settings = {"model": args.model,
+                "perplexity": {"source": perplexity.default_source(), "length": length,
+                               "windows": perplexity.PerplexityOptions().windows}}
+    results: dict = json.loads(output.read_text()) if output.is_file() else {}
+    if results.get("settings") != settings:
+        results = {"settings": settings, "rows": []}
+    results.update(params_dense=count_parameters(base), versions=package_versions(),
+                   machine={"cpus": os.cpu_count(), "threads": torch.get_num_threads(),
+                            "platform": platform.platform(), "load_average_at_start": os.getloadavg()})
+
+    def save() -> None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        staging = output.with_name(f".{output.name}.tmp")
+        staging.write_text(json.dumps(results, indent=2) + "\n")
+        os.replace(staging, output)
+
+    if "dense" not in results:
+        results["dense"] = measure(base, tokenizer, stream, length, tasks, args.limit, None)
+        save()
+    print(f"dense: ppl {results['dense']['perplexity']:.2f}", flush=True)
+    done = {key(row) for row in results["rows"]}
+    todo = [row for row in plan(args) if key(row) not in done]
+    slicings: dict[tuple, list[dict]] = {}
+    for row in todo:  # rows of one slicing are contiguous in the plan
+        slicings.setdefault((row["pruner"], row["seed"], row["ratio"]), []).append(row)
+    for (pruner, seed, ratio), rows in slicings.items():
+        with UncompressedLayers.temporary() as uncompressed:
+            sliced, architecture, facts = compress(base, tokenizer, pruner, ratio, seed, uncompressed)
+            recovered: dict[tuple[str, ...], tuple] = {(): (sliced, [])}  # refit+lora continues refit's model
+            for row in rows:
+                limit = args.limit if ratio in zeroshot_ratios else 0
+                chain = tuple(RECOVERIES[row["recovery"]])
+                done_part = max((part for part in recovered if chain[:len(part)] == part), key=len)
+                model, steps = recovered[done_part]
+                if chain != done_part:
+                    with tempfile.TemporaryDirectory(prefix="prunekit-bench-") as work:
+                        model, more = recover(copy.deepcopy(model), tokenizer, architecture, uncompressed,
+                                              list(chain[len(done_part):]), seed, Path(work))
+                    steps = steps + more
+                    recovered[chain] = (model, steps)
+                known = steps[-1]["perplexity_after"] if steps else None
+                quality = measure(model, tokenizer, stream, length, tasks, limit, known)
+                results["rows"].append({**row, **facts, "recovery_steps": steps, "limit": limit, **quality})
+                save()
+                print(f"r={ratio:g} {pruner} seed {seed} {row['recovery']}: ppl {quality['perplexity']:.2f}"
+                      + (f", avg {quality['average']:.3f}" if limit else ""), flush=True)
+    print()
+    print(table(results))
+    print()
+    print(zeroshot_table(results))
+    print(f"\n{len(results['rows'])} rows; JSON: {output}")
+
+
+if __name__ == "__main__":
+    main()
