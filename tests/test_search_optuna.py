@@ -107,3 +107,35 @@ def test_of_two_workers_choosing_the_same_configuration_at_once_the_later_trial_
     assert study.taken_earlier(second.number, chosen)
     assert not study.taken_earlier(first.number, chosen)
     assert not study.taken_earlier(third.number, other)
+
+
+def test_a_storage_whose_tables_another_process_is_creating_is_opened_again(tmp_path, monkeypatch):
+    """Two workers opening a new SQLite file at once both create Optuna's tables; the later one's
+    unique-constraint error means the tables now exist, and opening again succeeds."""
+    import sqlalchemy.exc
+
+    from prunekit.search import study
+
+    opened = optuna.storages.RDBStorage
+    calls = []
+
+    def racing(url, **kwargs):
+        calls.append(url)
+        if len(calls) == 1:
+            raise sqlalchemy.exc.IntegrityError("INSERT INTO alembic_version", {}, Exception("UNIQUE constraint failed"))
+        return opened(url, **kwargs)
+
+    monkeypatch.setattr(optuna.storages, "RDBStorage", racing)
+    monkeypatch.setattr(study.time, "sleep", lambda seconds: None)
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    assert isinstance(study.storage(url), opened) and len(calls) == 2
+
+    def broken(url, **kwargs):
+        calls.append(url)
+        raise sqlalchemy.exc.IntegrityError("INSERT", {}, Exception("UNIQUE constraint failed"))
+
+    calls.clear()
+    monkeypatch.setattr(optuna.storages, "RDBStorage", broken)
+    with pytest.raises(sqlalchemy.exc.IntegrityError):  # an error that persists is not retried forever
+        study.storage(url)
+    assert len(calls) == study.SCHEMA_ATTEMPTS

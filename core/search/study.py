@@ -23,10 +23,12 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import optuna
+import sqlalchemy.exc
 from optuna.distributions import CategoricalDistribution, IntDistribution
 from optuna.trial import TrialState
 
@@ -50,12 +52,27 @@ def quiet_optuna() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
+SCHEMA_ATTEMPTS = 3
+
+
 def storage(url: str) -> optuna.storages.BaseStorage | str:
     """``url`` as Optuna opens it; SQLite waits for a lock instead of failing at once, so that
-    several processes on one machine can share the file."""
-    if url.startswith("sqlite"):
-        return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 300}})
-    return url
+    several processes on one machine can share the file.
+
+    Two processes that open a new file at the same moment both create Optuna's tables, and the
+    later one's ``alembic_version`` row breaks a unique constraint (seen in CI under load); the
+    tables exist by then, so opening again succeeds."""
+    if not url.startswith("sqlite"):
+        return url
+    attempt = 1
+    while True:
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 300}})
+        except sqlalchemy.exc.IntegrityError:
+            if attempt == SCHEMA_ATTEMPTS:
+                raise
+            attempt += 1
+            time.sleep(0.5)
 
 
 def worker() -> str:
