@@ -50,6 +50,8 @@ from prunekit.progress import track
 if TYPE_CHECKING:
     from torch import nn
 
+    from prunekit.architectures import Architecture
+
 log = logging.getLogger(__name__)
 
 NAME = "refit"
@@ -209,7 +211,7 @@ def run_with(
     return recorder
 
 
-def kept_features(architecture, dense: nn.Module, dimension: Dimension, kept: torch.Tensor) -> torch.Tensor:
+def kept_features(architecture: Architecture, dense: nn.Module, dimension: Dimension, kept: torch.Tensor) -> torch.Tensor:
     """The input features of the output projection that the kept units own: one per FFN channel,
     ``head_dim`` per query head of each kept KV group."""
     if dimension is Dimension.FFN:
@@ -219,7 +221,7 @@ def kept_features(architecture, dense: nn.Module, dimension: Dimension, kept: to
 
 
 def refit_dimension(
-    architecture, options: RefitOptions, layer: nn.Module, dense: nn.Module, inputs: LayerInputs, index: int,
+    architecture: Architecture, options: RefitOptions, layer: nn.Module, dense: nn.Module, inputs: LayerInputs, index: int,
     dimension: Dimension, kept: dict[Dimension, torch.Tensor], held_out: set[int],
 ) -> dict[str, Any]:
     """Refit the output projection of ``dimension`` in ``layer`` against the uncompressed ``dense``.
