@@ -8,8 +8,10 @@ sees data, only the rows of ``W``, so one trained policy serves every layer and 
 Both training and slicing draw channels the authors' way: with logistic noise
 ``L = log eps - log(1 - eps)``, ``eps ~ U(0, 1)`` (the binary-concrete relaxation), the noisy
 keep-probability is ``p = sigmoid(L + logit(alpha))`` and ``k`` channels are drawn without
-replacement with weights ``p``. Everything is computed from the logit ``A(W) @ v`` itself, never
-from ``log(alpha)``, so saturated channels give finite log-probabilities and no NaN.
+replacement with weights ``p``. In float32 everything is computed from the logit ``A(W) @ v``
+itself, never from ``log(alpha)``, so saturated channels give finite log-probabilities and no NaN;
+under the authors' float16 autocast their own saturating ``log(alpha)`` path is kept on purpose
+(:func:`noisy_logits`).
 
 Initialization is the authors' too: ``A`` is ``nn.Linear``'s default and ``v ~ U(0, 1)``. That
 scale matters: with ``v`` in a small symmetric range the initial logits of a layer spread about
