@@ -53,6 +53,7 @@ from prunekit.plugins.slicegpt.fusion import head_is_tied, untie_head  # noqa: E
 from prunekit.plugins.slicegpt.layouts import layout_for  # noqa: E402
 from prunekit.plugins.slicegpt.rotation import sliced_width  # noqa: E402
 from prunekit.plugins.slicegpt.structure import restore  # noqa: E402
+from prunekit.slicing import kept_units  # noqa: E402
 from prunekit.uncompressed import UncompressedLayers  # noqa: E402
 
 PRUNERS = ("random", "prunenet", "prunenet-each", "magnitude", "activation", "slicegpt")
@@ -72,7 +73,7 @@ def ffn_reduction(base, ratio: float) -> float:
     per_unit = sum(layer.get_submodule(p).weight.shape[1] + (layer.get_submodule(p).bias is not None)
                    for p in architecture.ffn_inputs)
     per_unit += architecture.output_projection(layer, Dimension.FFN).weight.shape[0]
-    removed = (units - max(1, int((1 - ratio) * units))) * per_unit * len(layers)
+    removed = (units - kept_units(units, ratio)) * per_unit * len(layers)
     return removed / count_parameters(base)
 
 
