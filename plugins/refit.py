@@ -5,11 +5,19 @@ the output projection (``down_proj`` / ``fc2``, ``o_proj``) with the weights the
 layer used, which now miss the removed channels' contribution. ``refit`` solves, per layer and
 projection, the regularized least squares of FLAP / SlimGPT / ZipLM-style compensation::
 
-    W = argmin ||H W^T - Y||^2 + lambda ||W - W_0||^2
+    W = argmin ||D (H W^T - Y)||^2 + lambda ||W - W_0||^2
 
 with ``H`` the kept channels' activations on calibration text, ``Y`` the uncompressed layer's
 projection output on the same inputs, and ``W_0`` the sliced projection as it is (its bias, where
-the family has one, is refitted as a column of ``W`` on a constant feature). Regularizing toward
+the family has one, is refitted as a column of ``W`` on a constant feature). ``D`` weighs each
+token by the inverse norm of the residual stream the projection writes into (the uncompressed
+layer's output there): the next layer reads that stream through a norm, so an error counts by
+its size relative to the stream. Unweighted, the few tokens whose FFN output is massive (on
+SmolLM2-135M, 40 to 800 times the median norm in layers 2, 11 and 28, the first token among them)
+dominate the fit; where slicing removed the channel that writes such an activation, the
+fit spends the other channels on rebuilding it and worsens every ordinary token. Measured on
+SmolLM2-135M, PruneNet at FFN 0.1, seeds 1 and 2, which lose those channels: unweighted refit
+237 -> 376 and 161 -> 350, weighted 237 -> 163 and 161 -> 74 (benchmarks.md). Regularizing toward
 ``W_0`` rather than toward zero, and having enough tokens, made the difference in measurements on
 SmolLM2-135M (algorithms.md). ``lambda`` is ``damping * mean(diag(H^T H))``, the damping chosen per
 layer from a few candidates by the error on held-out calibration windows (never the evaluation
@@ -30,7 +38,7 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import torch
 from pydantic import BaseModel, Field, model_validator
@@ -71,6 +79,11 @@ class RefitOptions(CalibrationOptions):
     damping: list[Annotated[float, Field(gt=0)]] = Field(
         default=DAMPING, min_length=1,
         description="Candidate ridge strengths, as multiples of mean(diag(H^T H)); the held-out error picks one per layer.",
+    )
+    weighting: Literal["residual", "uniform"] = Field(
+        default="residual",
+        description="Token weights of the fit: 'residual' divides each token's error by the norm of the "
+        "residual stream it lands in (the uncompressed layer's output); 'uniform' weighs every token alike.",
     )
 
     @model_validator(mode="after")
@@ -146,6 +159,12 @@ def augmented(module: nn.Module) -> torch.Tensor:
     if module.bias is None:
         return weight
     return torch.cat([weight, module.bias.detach().double()[:, None]], dim=1)
+
+
+def residual_weights(residual: torch.Tensor) -> torch.Tensor:
+    """``[tokens, 1]``: each token's weight, the inverse norm of its residual stream ``residual``."""
+    flat = residual.detach().reshape(-1, residual.shape[-1]).float()
+    return 1 / flat.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(torch.float32).tiny)
 
 
 def features(inputs: torch.Tensor, module: nn.Module) -> torch.Tensor:
@@ -228,9 +247,10 @@ def refit_dimension(
 
     The kept units' activations are those of the uncompressed layer at the kept features, since
     slicing leaves the kept units' input weights as they were, so one run of ``dense`` per batch
-    gives both ``H`` and ``Y``. Only when the layer also lost heads does its FFN read another
-    input than the uncompressed FFN: then the sliced layer runs first, and its attention output
-    replaces the uncompressed one's."""
+    gives both ``H`` and ``Y``, and its output is the residual stream that weighs each token.
+    Only when the layer also lost heads does its FFN read another input than the uncompressed
+    FFN: then the sliced layer runs first, and its attention output replaces the uncompressed
+    one's."""
     projection = architecture.output_projection(layer, dimension)
     target = architecture.output_projection(dense, dimension)
     columns = kept_features(architecture, dense, dimension, kept[dimension]).to(target.weight.device)
@@ -245,14 +265,19 @@ def refit_dimension(
         def reference(recorder: Recorder) -> None:
             recorder.record_input("H", target)
             recorder.record_output("Y", target)
+            recorder.record_output("residual", dense)
             if attention is not None:
                 recorder.replace_output(architecture.output_projection(dense, Dimension.HEADS), attention)
 
         seen = run_with(dense, hidden, kwargs, reference)
         wanted = seen.outputs["Y"]
         half = fit.held_out if position in held_out else fit.train
-        half.add(features(seen.inputs["H"].index_select(-1, columns), projection),
-                 wanted.detach().reshape(-1, wanted.shape[-1]))
+        found = features(seen.inputs["H"].index_select(-1, columns), projection)
+        wanted = wanted.detach().reshape(-1, wanted.shape[-1])
+        if options.weighting == "residual":
+            weights = residual_weights(seen.outputs["residual"])
+            found, wanted = found * weights, wanted * weights
+        half.add(found, wanted)
     weight, chosen = fit.solve(augmented(projection), options.damping)
     if weight is not None:
         assign(projection, weight)
@@ -295,6 +320,7 @@ def recover(request: RecoverRequest) -> Recovery | None:
     report = {
         "method": "ridge least squares of each sliced output projection toward its sliced weights, "
                   "on the uncompressed layer's outputs",
+        "weighting": options.weighting,
         "calibration": calibration.report(),
         "held_out_batches": len(held_out),
         "projections_refitted": len(dampings),

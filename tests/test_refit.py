@@ -121,6 +121,42 @@ def test_a_fit_no_candidate_improves_keeps_the_weights():
     assert weight is None and chosen == {"damping": None}
 
 
+def test_residual_weights_keep_one_massive_token_from_dominating_the_fit():
+    """The failure residual weighting repairs: one token's target (and the residual it lands in)
+    is a thousand times the others' and cannot be reached by the features; unweighted, the fit
+    bends every other token's weights toward it, weighted it recovers the others' exact solution."""
+    generator = torch.Generator().manual_seed(2)
+    features = torch.randn(200, 6, generator=generator, dtype=torch.float64)
+    truth = torch.randn(3, 6, generator=generator, dtype=torch.float64)
+    target = features @ truth.T
+    target[0] = 1000 * torch.randn(3, generator=generator, dtype=torch.float64)
+    residual = torch.ones(200, 4, dtype=torch.float64)
+    residual[0] *= 1000 * 1000  # the stream it lands in is as massive again
+    start = torch.zeros(3, 6, dtype=torch.float64)
+    uniform, weighted = refit.Normal(), refit.Normal()
+    uniform.add(features, target)
+    weights = refit.residual_weights(residual).double()
+    weighted.add(features * weights, target * weights)
+    assert (refit.ridge(uniform, start, 1e-9) - truth).abs().max() > 1
+    torch.testing.assert_close(refit.ridge(weighted, start, 1e-9), truth, rtol=1e-3, atol=1e-3)
+
+
+def test_both_weightings_lower_the_layer_output_error_with_different_fits(corpus, tmp_path):
+    dense = tiny_model("llama")
+    samples = calibration(dense, corpus)
+    fitted = {}
+    for weighting in ("residual", "uniform"):
+        with UncompressedLayers.temporary() as uncompressed:
+            sliced, architecture = sliced_copy(dense, 0.5, [Dimension.FFN], uncompressed)
+            before = ffn_error(dense, sliced, architecture, samples)
+            result = refit.recover(refit_request(sliced, architecture, uncompressed, corpus, tmp_path,
+                                                 weighting=weighting))
+        assert result is not None and result.report["weighting"] == weighting
+        assert ffn_error(dense, sliced, architecture, samples) < before
+        fitted[weighting] = architecture.output_projection(architecture.layers(sliced)[0], Dimension.FFN).weight
+    assert not torch.allclose(fitted["residual"], fitted["uniform"])
+
+
 @pytest.mark.parametrize("dimensions", [[Dimension.FFN], [Dimension.FFN, Dimension.HEADS]])
 def test_refit_lowers_the_layer_output_error_on_calibration_data(dimensions, corpus, tmp_path, uncompressed):
     dense = tiny_model("llama")
@@ -255,6 +291,7 @@ def _unmeasured(register_plugin):
         ("refit.held_out=1", "options.refit.held_out"),
         ("refit.damping=[]", "options.refit.damping"),
         ("refit.damping=[-1]", "options.refit.damping"),
+        ("refit.weighting=equal", "options.refit.weighting"),
         ("refit.source=/no/such/file.txt", "data file not found: /no/such/file.txt"),
     ],
 )
