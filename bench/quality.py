@@ -191,6 +191,12 @@ def average_stderr(row: dict) -> float:
     return math.sqrt(sum(error**2 for error in errors)) / len(errors)
 
 
+def markdown(header: list[str], rows: list[list[str]]) -> str:
+    """A markdown table of ``rows`` under ``header``."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+
+
 def zeroshot_table(results: dict) -> str:
     """Every row with zero-shot scores: each task's primary metric and the mean, ± standard error."""
     dense = results["dense"]
@@ -209,8 +215,7 @@ def zeroshot_table(results: dict) -> str:
             name = row["pruner"] if row["recovery"] == "none" else f"{row['pruner']},{row['recovery'].replace('+', ',')}"
             rows.append([f"{row['ratio']:g}", name, str(row["seed"]), *cells(row),
                          f"{row['average'] / dense['average']:.3f}"])
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+    return markdown(header, rows)
 
 
 def table(results: dict) -> str:
@@ -234,8 +239,7 @@ def table(results: dict) -> str:
             cell(averages, 3) if averages else "",
             f"{statistics.median(averages) / dense['average']:.3f}" if averages and "average" in dense else "",
         ])
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+    return markdown(header, rows)
 
 
 def plan(args) -> list[dict]:
