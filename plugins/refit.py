@@ -270,10 +270,9 @@ def refit_dimension(
                 recorder.replace_output(architecture.output_projection(dense, Dimension.HEADS), attention)
 
         seen = run_with(dense, hidden, kwargs, reference)
-        wanted = seen.outputs["Y"]
         half = fit.held_out if position in held_out else fit.train
         found = features(seen.inputs["H"].index_select(-1, columns), projection)
-        wanted = wanted.detach().reshape(-1, wanted.shape[-1])
+        wanted = seen.outputs["Y"].detach().flatten(0, -2)
         if options.weighting == "residual":
             weights = residual_weights(seen.outputs["residual"])
             found, wanted = found * weights, wanted * weights
