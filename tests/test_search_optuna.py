@@ -109,33 +109,40 @@ def test_of_two_workers_choosing_the_same_configuration_at_once_the_later_trial_
     assert not study.taken_earlier(third.number, other)
 
 
-def test_a_storage_whose_tables_another_process_is_creating_is_opened_again(tmp_path, monkeypatch):
-    """Two workers opening a new SQLite file at once both create Optuna's tables; the later one's
-    unique-constraint error means the tables now exist, and opening again succeeds."""
-    import sqlalchemy.exc
+def test_a_new_sqlite_storage_waits_while_another_process_creates_its_tables(tmp_path):
+    """Two workers opening a new SQLite file at once both create Optuna's tables and one fails
+    (CI saw both a unique-constraint error and "table alembic_version already exists"); the lock
+    beside the file makes the second wait for the first."""
+    import threading
+
+    import filelock
 
     from prunekit.search import study
 
-    opened = optuna.storages.RDBStorage
-    calls = []
+    database = tmp_path / "shared.db"
+    url = f"sqlite:///{database}"
+    opened = []
+    with filelock.FileLock(f"{database}.lock"):  # another process is creating the tables
+        waiting = threading.Thread(target=lambda: opened.append(study.storage(url)))
+        waiting.start()
+        waiting.join(timeout=1.0)
+        assert waiting.is_alive() and not opened
+    waiting.join(timeout=60)
+    assert isinstance(opened[0], optuna.storages.RDBStorage)
 
-    def racing(url, **kwargs):
-        calls.append(url)
-        if len(calls) == 1:
-            raise sqlalchemy.exc.IntegrityError("INSERT INTO alembic_version", {}, Exception("UNIQUE constraint failed"))
-        return opened(url, **kwargs)
+    fresh = f"sqlite:///{tmp_path / 'fresh.db'}"
+    start, errors = threading.Barrier(4), []
 
-    monkeypatch.setattr(optuna.storages, "RDBStorage", racing)
-    monkeypatch.setattr(study.time, "sleep", lambda seconds: None)
-    url = f"sqlite:///{tmp_path / 'shared.db'}"
-    assert isinstance(study.storage(url), opened) and len(calls) == 2
+    def open_at_once():
+        start.wait()
+        try:
+            study.storage(fresh)
+        except Exception as error:  # noqa: BLE001 - the assertion below names it
+            errors.append(error)
 
-    def broken(url, **kwargs):
-        calls.append(url)
-        raise sqlalchemy.exc.IntegrityError("INSERT", {}, Exception("UNIQUE constraint failed"))
-
-    calls.clear()
-    monkeypatch.setattr(optuna.storages, "RDBStorage", broken)
-    with pytest.raises(sqlalchemy.exc.IntegrityError):  # an error that persists is not retried forever
-        study.storage(url)
-    assert len(calls) == study.SCHEMA_ATTEMPTS
+    workers = [threading.Thread(target=open_at_once) for _ in range(4)]
+    for thread in workers:
+        thread.start()
+    for thread in workers:
+        thread.join(timeout=120)
+    assert errors == []

@@ -23,12 +23,12 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import optuna
-import sqlalchemy.exc
+import filelock
+import sqlalchemy.engine
 from optuna.distributions import CategoricalDistribution, IntDistribution
 from optuna.trial import TrialState
 
@@ -52,27 +52,25 @@ def quiet_optuna() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
-SCHEMA_ATTEMPTS = 3
-
-
 def storage(url: str) -> optuna.storages.BaseStorage | str:
     """``url`` as Optuna opens it; SQLite waits for a lock instead of failing at once, so that
     several processes on one machine can share the file.
 
-    Two processes that open a new file at the same moment both create Optuna's tables, and the
-    later one's ``alembic_version`` row breaks a unique constraint (seen in CI under load); the
-    tables exist by then, so opening again succeeds."""
+    Opening a new file creates Optuna's tables, and two processes doing so at the same moment race
+    (seen in CI under load: a unique constraint on ``alembic_version``, or "table alembic_version
+    already exists"). A file lock beside the database lets one process create them while the
+    others wait, then open the finished schema."""
     if not url.startswith("sqlite"):
         return url
-    attempt = 1
-    while True:
-        try:
-            return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 300}})
-        except sqlalchemy.exc.IntegrityError:
-            if attempt == SCHEMA_ATTEMPTS:
-                raise
-            attempt += 1
-            time.sleep(0.5)
+    database = sqlalchemy.engine.make_url(url).database
+    if not database or database == ":memory:":
+        return _sqlite(url)
+    with filelock.FileLock(f"{database}.lock"):
+        return _sqlite(url)
+
+
+def _sqlite(url: str) -> optuna.storages.RDBStorage:
+    return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 300}})
 
 
 def worker() -> str:
