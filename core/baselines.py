@@ -35,13 +35,13 @@ from typing import TYPE_CHECKING, Any
 from pydantic import TypeAdapter
 
 from prunekit import __version__
+from prunekit.builtin_models import cache_root
 from prunekit.data import shared_data_dir
 from prunekit.hooks import merge_metrics
 from prunekit.manager import DEFAULT_PLUGINS
 from prunekit.models import fingerprint
 from prunekit.output import Baseline
 from prunekit.payloads import EvalRequest, Metrics
-from prunekit.smollm2 import cache_root
 
 if TYPE_CHECKING:
     from prunekit.hooks import Hooks

@@ -47,7 +47,8 @@ def reports_errors(command: F) -> F:
 
 
 ModelOpt = Annotated[
-    str | None, typer.Option("--model", help="Built-in name (smollm2-135m, tiny-<family>), local dir or Hub id.")
+    str | None,
+    typer.Option("--model", help="Built-in name (smollm2-135m, gemma3-270m, tiny-<family>), local dir or Hub id."),
 ]
 PluginsOpt = Annotated[str | None, typer.Option("--plugins", help="Comma-separated plugin names.")]
 TasksOpt = Annotated[

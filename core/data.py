@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING
 import torch
 from safetensors.torch import load_file, save_file
 
+from prunekit.builtin_models import cache_root
 from prunekit.errors import UsageError
-from prunekit.smollm2 import cache_root
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase

@@ -1,8 +1,9 @@
 """Turning ``--model`` into a model and tokenizer: built-in names, local directories, Hub ids.
 
-Built-in names are ``smollm2-135m`` (the real model, :mod:`prunekit.smollm2`) and
-``tiny-<family>`` (:mod:`prunekit.tiny`). A local directory is loaded with stock
-``from_pretrained`` unless prunekit wrote it with per-layer sizes, which need :func:`prunekit.load`.
+Built-in names are the real models ``smollm2-135m`` (:mod:`prunekit.smollm2`) and ``gemma3-270m``
+(:mod:`prunekit.gemma3`), and ``tiny-<family>`` (:mod:`prunekit.tiny`). A local directory is
+loaded with stock ``from_pretrained`` unless prunekit wrote it with per-layer sizes, which need
+:func:`prunekit.load`.
 Anything else is treated as a Hub id and loaded the ordinary way.
 """
 
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from prunekit import smollm2, tiny
+from prunekit import gemma3, smollm2, tiny
 from prunekit.errors import UsageError
 
 if TYPE_CHECKING:
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+BUILTIN = {model.name: model for model in (smollm2.MODEL, gemma3.MODEL)}
 
 
 @dataclass
@@ -72,7 +74,7 @@ def load_model(name: str, dtype: str = "auto", device: str = "auto") -> LoadedMo
         loaded = LoadedModel(tiny.tiny_model(name.removeprefix(tiny.PREFIX)), tiny.tokenizer(), torch.float32)
     else:
         source: str | Path
-        source = smollm2.checkpoint_dir() if name == smollm2.NAME else (local_path(name) or name)
+        source = BUILTIN[name].checkpoint_dir() if name in BUILTIN else (local_path(name) or name)
         loaded = _from_pretrained(source, torch_dtype)
     loaded.model = loaded.model.to(device=target, dtype=torch_dtype).eval()
     return loaded

@@ -17,9 +17,9 @@ from typing import Any
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from prunekit.builtin_models import cache_root
 from prunekit.errors import UsageError
 from prunekit.plugins.prunenet.policy import KeepPolicy
-from prunekit.smollm2 import cache_root
 
 FORMAT = 2
 """Bumped whenever the policy's parameterization or training changes meaning; part of the key."""
