@@ -1,16 +1,21 @@
 """Architecture adapters: where a model family keeps the parts that slicing touches.
 
 Adapters arrive through the ``register_architectures`` hook, so the core knows no family by
-name; the built-in ones live in :mod:`prunekit.plugins.architectures`. :class:`Architecture` is
-the interface every adapter implements; :class:`DecoderArchitecture` implements it for the usual
-decoder-only layout from a few module paths, which is all the built-in families need.
+name; the built-in ones live in :mod:`prunekit.plugins.architectures`. A model whose family no
+adapter claims gets one derived from its own structure (:mod:`prunekit.discovery`).
+:class:`Architecture` is the interface every adapter implements; :class:`DecoderArchitecture`
+implements it for the usual decoder-only layout from a few module paths, which is what both the
+hand-written and the derived adapters are.
 """
 
 from __future__ import annotations
 
 import operator
+import weakref
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 import torch
@@ -21,7 +26,7 @@ from prunekit.errors import UsageError
 from prunekit.payloads import Dimension
 
 if TYPE_CHECKING:
-    from transformers import PreTrainedModel
+    from transformers import PretrainedConfig, PreTrainedModel
 
 LAYER_UNITS_KEY = "prunekit_layer_units"
 """Config attribute holding per-layer unit counts when layers differ in size (not a stock config)."""
@@ -38,6 +43,16 @@ class Architecture(ABC):
     """Dimensions that can be sliced while the checkpoint stays a stock architecture."""
     lora_targets: tuple[str, ...]
     """Names of the linear modules a LoRA adapter should wrap (peft's ``target_modules``)."""
+    reasons: Mapping[Dimension, str] = MappingProxyType({})
+    """Why a dimension the family has is not offered, in words, for the error that refuses it."""
+
+    def require(self, dimension: Dimension) -> None:
+        """Refuse ``dimension`` with one line, and the reason where the adapter knows it, unless
+        it can be sliced into a stock checkpoint."""
+        if dimension not in self.dimensions:
+            reason = self.reasons.get(dimension)
+            raise UsageError(f"{self.family} models cannot be sliced along {dimension.value} into a stock "
+                             f"checkpoint{': ' + reason if reason else ''}")
 
     @abstractmethod
     def layers(self, model: PreTrainedModel) -> nn.ModuleList:
@@ -73,14 +88,22 @@ class Architecture(ABC):
         """Keep only the decoder layers at the sorted indices ``keep`` and rewrite the config."""
 
 
+_DERIVED: weakref.WeakKeyDictionary[nn.Module, Architecture] = weakref.WeakKeyDictionary()
+
+
 def resolve(model: PreTrainedModel, adapters: list[Architecture]) -> Architecture:
-    """The adapter for ``model``, or a :class:`UsageError` naming the supported families."""
+    """The registered adapter for ``model``'s family, else one derived from the model itself
+    (once per model object: deriving replays layers), else a one-line :class:`UsageError` that
+    says what could not be placed."""
     model_type = getattr(model.config, "model_type", None)
     for adapter in adapters:
         if model_type in adapter.model_types:
             return adapter
-    families = ", ".join(sorted({a.family for a in adapters})) or "none registered"
-    raise UsageError(f"unsupported architecture {model_type!r}; supported families: {families}")
+    if model not in _DERIVED:
+        from prunekit.discovery import derive
+
+        _DERIVED[model] = derive(model)
+    return _DERIVED[model]
 
 
 # --- in-place module surgery, shared by every adapter ---------------------------------------
@@ -134,16 +157,39 @@ def head_rows(groups: torch.Tensor, heads_per_group: int, head_dim: int) -> torc
     return (heads[:, None] * head_dim + torch.arange(head_dim)).reshape(-1)
 
 
+@torch.no_grad()
+def zero_removed_units(architecture: Architecture, layer: nn.Module, dimension: Dimension, keep: torch.Tensor) -> None:
+    """Zero the output projection's input features of the units not in ``keep``, in place.
+
+    The layer then computes exactly what slicing it to ``keep`` should compute: the reference
+    every exactness check (the derived adapter's replay, the tests) compares a slice with."""
+    if dimension is Dimension.HEADS:
+        _, per_group, head_dim = architecture.head_shape(layer)
+        keep = head_rows(keep.cpu(), per_group, head_dim)
+    weight = input_weight_columns(architecture.output_projection(layer, dimension))  # [out, in]
+    removed = torch.ones(weight.shape[1], dtype=torch.bool)
+    removed[keep.cpu()] = False
+    weight[:, removed.to(weight.device)] = 0
+
+
 @dataclass(frozen=True)
 class AttentionLayout:
     """Module paths of separate q/k/v/output projections, relative to a decoder layer."""
 
     module: str
-    """The attention module itself (it knows ``head_dim``)."""
+    """The attention module itself (it knows ``head_dim`` unless ``head_dim`` is given here)."""
     q: str
     k: str
     v: str
     out: str
+    head_dim: int | None = None
+    queries_per_group: int | None = None
+    """Set when q, k and v are one fused projection (``q == k == v``) whose output rows are all
+    query heads, then all key heads, then all value heads; the split needs the group size."""
+
+    @property
+    def fused(self) -> bool:
+        return self.q == self.k == self.v
 
 
 @dataclass(frozen=True)
@@ -151,9 +197,14 @@ class DecoderArchitecture(Architecture):
     """An adapter described by module paths, for decoder-only models with the usual layout.
 
     ``ffn_inputs`` are the projections whose output rows are FFN channels (gate and up, or fc1);
-    the first is the matrix weight-only pruners score. ``attention`` is given only where removing
-    heads keeps a stock config, i.e. where the model reads ``config.head_dim`` instead of deriving
-    it from ``hidden_size / num_attention_heads``.
+    the first is the matrix weight-only pruners score. With ``ffn_fused`` there is one input
+    projection whose rows are the gate's channels, then the up projection's (Phi-3's
+    ``gate_up_proj``), and the two halves are sliced alike. ``ffn_field`` is the config field
+    holding the FFN width; ``None`` where no field does, and then FFN channels are not offered.
+    ``attention`` is given only where removing heads keeps a stock config, i.e. where the model
+    reads ``config.head_dim`` instead of deriving it from ``hidden_size / num_attention_heads``.
+    Sizes are read from and written to the text config (``config.get_text_config()``), which is
+    the config itself for a text-only model.
     """
 
     family: str
@@ -161,14 +212,20 @@ class DecoderArchitecture(Architecture):
     layers_path: str
     ffn_inputs: tuple[str, ...]
     ffn_output: str
-    ffn_field: str
+    ffn_field: str | None
     lora_targets: tuple[str, ...]
     attention: AttentionLayout | None = None
+    ffn_fused: bool = False
+    reasons: Mapping[Dimension, str] = field(default_factory=dict)
     dimensions: frozenset[Dimension] = field(init=False)
 
     def __post_init__(self) -> None:
-        # every family can lose whole layers: drop_layers keeps the config stock
-        dims = {Dimension.FFN, Dimension.LAYERS} | ({Dimension.HEADS} if self.attention else set())
+        # whole layers go where they are alike: drop_layers keeps the config stock
+        dims = set() if Dimension.LAYERS in self.reasons else {Dimension.LAYERS}
+        if self.ffn_field is not None and Dimension.FFN not in self.reasons:
+            dims.add(Dimension.FFN)
+        if self.attention is not None and Dimension.HEADS not in self.reasons:
+            dims.add(Dimension.HEADS)
         object.__setattr__(self, "dimensions", frozenset(dims))
 
     def layers(self, model: PreTrainedModel) -> nn.ModuleList:
@@ -185,14 +242,17 @@ class DecoderArchitecture(Architecture):
     def head_shape(self, layer: nn.Module) -> tuple[int, int, int]:
         """(KV groups, query heads per group, head_dim) of the layer as it is now."""
         attn = self._attention(layer)
-        head_dim = self._module(layer, attn.module).head_dim
+        head_dim = attn.head_dim or self._module(layer, attn.module).head_dim
+        if attn.fused:
+            per_group = attn.queries_per_group
+            return out_features(self._module(layer, attn.q)) // head_dim // (per_group + 2), per_group, head_dim
         groups = out_features(self._module(layer, attn.k)) // head_dim
         queries = out_features(self._module(layer, attn.q)) // head_dim
         return groups, queries // groups, head_dim
 
     def units(self, layer: nn.Module, dimension: Dimension) -> int:
         if dimension is Dimension.FFN:
-            return out_features(self._module(layer, self.ffn_inputs[0]))
+            return out_features(self._module(layer, self.ffn_inputs[0])) // (2 if self.ffn_fused else 1)
         if dimension is Dimension.HEADS:
             return self.head_shape(layer)[0]
         if dimension is Dimension.LAYERS:
@@ -200,7 +260,8 @@ class DecoderArchitecture(Architecture):
         raise UsageError(f"{self.family} layers have no units of {dimension.value}")
 
     def ffn_input_weight(self, layer: nn.Module) -> torch.Tensor:
-        return input_weight_columns(self._module(layer, self.ffn_inputs[0]))
+        weight = input_weight_columns(self._module(layer, self.ffn_inputs[0]))
+        return weight[: self.units(layer, Dimension.FFN)]  # a fused projection's gate half
 
     def output_projection(self, layer: nn.Module, dimension: Dimension) -> nn.Module:
         if dimension is Dimension.FFN:
@@ -209,44 +270,52 @@ class DecoderArchitecture(Architecture):
 
     def slice(self, layer: nn.Module, dimension: Dimension, keep: torch.Tensor) -> None:
         if dimension is Dimension.FFN:
+            rows = torch.cat([keep, keep + self.units(layer, dimension)]) if self.ffn_fused else keep
             for path in self.ffn_inputs:
-                keep_outputs(self._module(layer, path), keep)
+                keep_outputs(self._module(layer, path), rows)
             keep_inputs(self._module(layer, self.ffn_output), keep)
         elif dimension is Dimension.HEADS:
             attn = self._attention(layer)
-            _, per_group, head_dim = self.head_shape(layer)
+            groups, per_group, head_dim = self.head_shape(layer)
             query_rows = head_rows(keep.cpu(), per_group, head_dim)
             kv_rows = head_rows(keep.cpu(), 1, head_dim)
-            keep_outputs(self._module(layer, attn.q), query_rows)
-            keep_outputs(self._module(layer, attn.k), kv_rows)
-            keep_outputs(self._module(layer, attn.v), kv_rows)
+            if attn.fused:  # all queries, then all keys, then all values
+                queries, keys = groups * per_group * head_dim, groups * head_dim
+                keep_outputs(self._module(layer, attn.q), torch.cat([query_rows, queries + kv_rows,
+                                                                    queries + keys + kv_rows]))
+            else:
+                keep_outputs(self._module(layer, attn.q), query_rows)
+                keep_outputs(self._module(layer, attn.k), kv_rows)
+                keep_outputs(self._module(layer, attn.v), kv_rows)
             keep_inputs(self._module(layer, attn.out), query_rows)
         else:
             raise UsageError(f"{self.family} layers cannot be sliced along {dimension.value}")
 
     def sync_config(self, model: PreTrainedModel) -> bool:
         layers = list(self.layers(model))
-        config = model.config
+        config = model.config.get_text_config()
         per_layer: dict[str, list[int]] = {}
-        ffn = [self.units(layer, Dimension.FFN) for layer in layers]
-        if len(set(ffn)) == 1:
-            setattr(config, self.ffn_field, ffn[0])
-        else:
-            per_layer[Dimension.FFN.value] = ffn
-        if self.attention is not None:
+        if Dimension.FFN in self.dimensions:
+            ffn = [self.units(layer, Dimension.FFN) for layer in layers]
+            if len(set(ffn)) == 1:
+                setattr(config, self.ffn_field, ffn[0])
+            else:
+                per_layer[Dimension.FFN.value] = ffn
+        if Dimension.HEADS in self.dimensions:
             shapes = [self.head_shape(layer) for layer in layers]
             groups = [g for g, _, _ in shapes]
             _, per_group, head_dim = shapes[0]
             config.head_dim = head_dim  # explicit, so it is not re-derived from hidden / heads
             if len(set(groups)) == 1:
-                config.num_key_value_heads = groups[0]
+                if hasattr(config, "num_key_value_heads"):
+                    config.num_key_value_heads = groups[0]
                 config.num_attention_heads = groups[0] * per_group
             else:
                 per_layer[Dimension.HEADS.value] = groups
-        if per_layer:
-            setattr(config, LAYER_UNITS_KEY, per_layer)
-        elif hasattr(config, LAYER_UNITS_KEY):
-            delattr(config, LAYER_UNITS_KEY)
+        if per_layer:  # on the top-level config, where prunekit.load looks for it
+            setattr(model.config, LAYER_UNITS_KEY, per_layer)
+        elif hasattr(model.config, LAYER_UNITS_KEY):
+            delattr(model.config, LAYER_UNITS_KEY)
         return not per_layer
 
     def drop_layers(self, model: PreTrainedModel, keep: list[int]) -> None:
@@ -258,7 +327,14 @@ class DecoderArchitecture(Architecture):
                     module.layer_idx = new_index
         parent, _, name = self.layers_path.rpartition(".")
         setattr(operator.attrgetter(parent)(model) if parent else model, name, kept)
-        config = model.config
-        config.num_hidden_layers = len(keep)
-        if getattr(config, "layer_types", None):
-            config.layer_types = [config.layer_types[i] for i in keep]
+        keep_layers_in_config(model.config.get_text_config(), keep)
+
+
+def keep_layers_in_config(config: PretrainedConfig, keep: list[int]) -> None:
+    """Rewrite a text config for the decoder layers ``keep``: their number, and every per-layer list
+    (``layer_types``, and any other field listing one value per layer) cut to the kept entries."""
+    count = config.num_hidden_layers
+    for name, value in config.to_dict().items():
+        if isinstance(value, list) and len(value) == count and name != "architectures":
+            setattr(config, name, [value[i] for i in keep])
+    config.num_hidden_layers = len(keep)

@@ -54,8 +54,9 @@ def register_architectures(register: Callable[[Architecture], None]) -> None:
     An adapter (:class:`prunekit.architectures.Architecture`) tells the core where a model family
     keeps its decoder layers, FFN and attention projections, and which config fields to rewrite
     after slicing. The adapter whose ``model_types`` contains the loaded model's
-    ``config.model_type`` handles it; a model no adapter claims is rejected with the list of
-    supported families. Called once, when the plugin manager is built.
+    ``config.model_type`` handles it. A model no adapter claims gets one derived from its own
+    structure (:mod:`prunekit.discovery`), so register one only where the derived adapter is
+    wrong or refuses something the family can do. Called for every installed plugin.
     """
 
 

@@ -38,10 +38,10 @@ LOAD_ENV = "PRUNEKIT_LOAD_PLUGINS"
 DISABLE_ENV = "PRUNEKIT_DISABLE_PLUGINS"
 
 CORE_PLUGINS: dict[str, str] = {
-    "architectures": "prunekit.plugins.architectures",
     "slicer": "prunekit.slicing",
 }
-"""Built-ins that take part in every run: the model-family adapters and the structural slicer."""
+"""Built-ins that take part in every run: the structural slicer. (Model families need no plugin:
+an adapter is derived from the model itself, :mod:`prunekit.discovery`.)"""
 
 DEFAULT_PLUGINS: dict[str, str] = {
     **CORE_PLUGINS,

@@ -86,13 +86,17 @@ def _from_pretrained(source: str | Path, dtype: torch.dtype) -> LoadedModel:
     from prunekit import loading
 
     try:
-        stored = getattr(AutoConfig.from_pretrained(source), "dtype", None)  # loading rewrites it
+        config = AutoConfig.from_pretrained(source)
+        stored = getattr(config, "dtype", None)  # loading rewrites it
         if isinstance(source, Path) and loading.needs_prunekit(source):
             model = loading.load(source, dtype=dtype)
         else:
             model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
     except (OSError, ValueError) as exc:
         reason = " ".join(str(exc).split())
+        if "Unrecognized configuration class" in reason:  # transformers lists every class it maps (3 KB)
+            reason = (f"{getattr(config, 'model_type', '?')!r} is not a decoder model that "
+                      "AutoModelForCausalLM builds (an encoder-decoder or encoder family?)")
         raise UsageError(f"cannot load model {str(source)!r}: {reason}") from exc
     tokenizer = None  # a bare checkpoint still slices; evaluators that need text say so
     # transformers 5 builds an empty one-token tokenizer for a directory without tokenizer files

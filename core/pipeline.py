@@ -90,11 +90,7 @@ def slice_by_importance(
     model at many ratios exactly as a run would."""
     pruning: dict[str, object] = {}
     for importance in importances:
-        if importance.dimension not in architecture.dimensions:
-            raise UsageError(
-                f"{architecture.family} models cannot be sliced along "
-                f"{importance.dimension.value} into a stock checkpoint"
-            )
+        architecture.require(importance.dimension)
         pruning[importance.dimension.value] = importance.report
     plan = keep_plan(importances, config.ratio, architecture, model, ratios=config.ratios)
     depth = kept_layers(importances, config.ratio_for(Dimension.LAYERS), len(plan))

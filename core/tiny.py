@@ -1,13 +1,17 @@
-"""Tiny random-weight models of every supported family, for tests and smoke runs (``tiny-<family>``).
+"""Tiny random-weight models of every causal-LM family, for tests and smoke runs (``tiny-<family>``).
 
 Each is a real transformers model of its family built from a small config (2 layers, hidden 64,
-FFN 128, 4 heads; the Llama-like families use 2 KV groups so grouped-query attention is exercised)
-with seeded weights, and a byte-level tokenizer built in memory, so nothing is downloaded.
+FFN 128, 4 heads, 2 KV groups where the family has them) with seeded weights, and a byte-level
+tokenizer built in memory, so nothing is downloaded. The families of :data:`FAMILIES` have
+hand-written configs, which every slicing test runs on; any other family ``AutoModelForCausalLM``
+maps gets its default config with the same sizes written in (:func:`shrunk_config`), which is how
+the coverage test reaches all of them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
@@ -27,6 +31,9 @@ from transformers import (
 )
 
 from prunekit.errors import UsageError
+
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig
 
 PREFIX = "tiny-"
 HIDDEN, FFN, LAYERS, HEADS, POSITIONS = 64, 128, 2, 4, 1024
@@ -80,11 +87,70 @@ CONFIGS: dict[str, Callable[[], PretrainedConfig]] = {
 FAMILIES = tuple(CONFIGS)
 
 
+SHRUNK: dict[str, int] = {
+    "hidden_size": HIDDEN, "n_embd": HIDDEN, "d_model": HIDDEN,
+    "intermediate_size": FFN, "ffn_dim": FFN, "n_inner": FFN, "ffn_hidden_size": FFN,
+    "num_hidden_layers": LAYERS, "n_layer": LAYERS, "n_layers": LAYERS, "num_layers": LAYERS,
+    "num_attention_heads": HEADS, "n_head": HEADS, "n_heads": HEADS,
+    "num_key_value_heads": 2, "head_dim": HIDDEN // HEADS, "rotary_dim": HIDDEN // HEADS // 2,
+    "max_position_embeddings": POSITIONS, "n_positions": POSITIONS, "vocab_size": VOCAB,
+    "encoder_layers": LAYERS, "decoder_layers": LAYERS, "encoder_attention_heads": HEADS,
+    "decoder_attention_heads": HEADS, "encoder_ffn_dim": FFN, "decoder_ffn_dim": FFN,
+    "num_experts": 4, "num_local_experts": 4, "n_routed_experts": 4, "num_experts_per_tok": 2,
+    "moe_intermediate_size": FFN,
+}
+"""Sizes written into a family's default config where it has an integer field of that name."""
+LARGEST = 20_000_000
+"""Parameters a shrunk model may have: beyond it, sizes the table above misses are still large."""
+
+
+def shrunk_config(family: str) -> PretrainedConfig:
+    """``family``'s default config rebuilt with the sizes of :data:`SHRUNK` (and its text config
+    too, for a multimodal family), so that fields the constructor derives, such as
+    ``layer_types``, follow the new depth; token ids point into the 257-token vocabulary."""
+    from transformers import AutoConfig
+
+    cls = type(AutoConfig.for_model(family))
+    config = _shrunk(cls)
+    text = config.get_text_config()
+    if text is not config:
+        for name in getattr(config, "sub_configs", {}):
+            if getattr(config, name, None) is text:
+                setattr(config, name, _shrunk(type(text)))
+    return config
+
+
+def _shrunk(cls: type[PretrainedConfig]) -> PretrainedConfig:
+    defaults = cls().to_dict()
+    sizes: dict[str, Any] = {name: value for name, value in SHRUNK.items() if _is_int(defaults.get(name))}
+    sizes.update({name: 0 for name in ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id")
+                  if _is_int(defaults.get(name))})
+    if "layer_types" in defaults:
+        sizes["layer_types"] = None  # derived again from the new depth
+    if "is_decoder" in defaults:
+        sizes["is_decoder"] = True  # encoder families (BERT...) run as causal decoders
+    return cls(**sizes)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def tiny_model(family: str, seed: int = 0) -> PreTrainedModel:
     """A float32 random-weight model of ``family``; the same seed gives the same weights."""
-    if family not in CONFIGS:
-        raise UsageError(f"no tiny model for family {family!r}; available: {', '.join(FAMILIES)}")
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    if family in CONFIGS:
+        config = CONFIGS[family]()
+    elif family in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        config = shrunk_config(family)
+        with torch.device("meta"):
+            size = sum(p.numel() for p in AutoModelForCausalLM.from_config(config).parameters())
+        if size > LARGEST:
+            raise UsageError(f"no tiny model for family {family!r}: shrunk, it still has {size:,} parameters")
+    else:
+        raise UsageError(f"no tiny model for family {family!r}: not a causal-LM family of transformers")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = AutoModelForCausalLM.from_config(CONFIGS[family](), dtype=torch.float32)
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     return model.eval()

@@ -29,7 +29,8 @@ from prunekit import hookimpl
 from prunekit.architectures import head_rows, input_weight_columns
 from prunekit.errors import UsageError
 from prunekit.payloads import Dimension, Importance, ScoreRequest
-from prunekit.plugins.calibration import CalibrationOptions, calibration_samples, capture_inputs, resolve
+from prunekit.layer_inputs import capture_inputs
+from prunekit.plugins.calibration import CalibrationOptions, calibration_samples, resolve
 from prunekit.progress import track
 
 NAME = "activation"

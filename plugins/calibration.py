@@ -8,8 +8,7 @@ on a little real text. This module holds what they share:
 - :func:`calibration_samples`, fixed-length token windows cut at seeded random offsets from a
   source read by :mod:`prunekit.data` (a local text / JSON / JSONL file or folder, or a Hub dataset;
   tokenized once and cached);
-- :func:`capture_inputs` and :func:`LayerInputs.layer_kwargs`, which let a pruner run the model
-  one decoder layer at a time, so memory stays near one layer's activations beyond the model.
+- running the model one decoder layer at a time is the core's :mod:`prunekit.layer_inputs`.
 
 Defaults. The papers calibrate on 128 (Wanda, SliceGPT's code) to 1024 (SliceGPT's paper, FLAP)
 WikiText-2 or C4 samples of 2048 tokens (FLAP: 128). On a CUDA device prunekit uses 128 x 2048.
@@ -23,8 +22,6 @@ Hub.
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -35,8 +32,6 @@ from prunekit import data
 from prunekit.errors import UsageError
 
 if TYPE_CHECKING:
-    from torch import nn
-    from torch.utils.hooks import RemovableHandle
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 HUB_SOURCE = "Salesforce/wikitext:wikitext-2-raw-v1"
@@ -117,95 +112,3 @@ def calibration_samples(
         raise UsageError("calibration needs the model's tokenizer, and this model has none")
     stream = data.token_stream(tokenizer, calibration.source, split=options.split, text_field=options.text_field)
     return data.sample_windows(stream, calibration.length, calibration.count, calibration.seed)
-
-
-def by_keyword(layer: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
-    """A layer's arguments after the hidden states, all by keyword (GPT-2 passes some by position)."""
-    if not args:
-        return kwargs
-    signature = inspect.signature(type(layer).forward)
-    bound = signature.bind(layer, None, *args, **kwargs).arguments
-    named: dict[str, Any] = {}
-    for name, value in list(bound.items())[2:]:  # after self and the hidden states
-        if signature.parameters[name].kind is inspect.Parameter.VAR_KEYWORD:
-            named.update(value)
-        elif signature.parameters[name].kind is inspect.Parameter.VAR_POSITIONAL:
-            raise RuntimeError(f"{type(layer).__name__} takes extra positional arguments; cannot replay them")
-        else:
-            named[name] = value
-    return named
-
-
-class _Captured(Exception):
-    """Raised by the last layer's stand-in once every layer's arguments are recorded."""
-
-
-@dataclass
-class LayerInputs:
-    """What the first decoder layer receives for each calibration batch, and the keyword
-    arguments (attention mask, rotary embeddings, ...) every layer receives for a batch shape.
-
-    ``hidden`` is the running activation: a pruner replaces each entry with the layer's output as
-    it moves down the model, so only one layer's activations are held at a time.
-    """
-
-    hidden: list[torch.Tensor]
-    kwargs: dict[tuple[int, ...], list[dict[str, Any]]]
-
-    def layer_kwargs(self, layer_index: int, batch: torch.Tensor) -> dict[str, Any]:
-        return self.kwargs[tuple(batch.shape[:2])][layer_index]
-
-    def batches(self, layer_index: int) -> Iterator[tuple[int, torch.Tensor, dict[str, Any]]]:
-        """``(position, hidden, kwargs)`` for every batch at ``layer_index``."""
-        for position, hidden in enumerate(self.hidden):
-            yield position, hidden, self.layer_kwargs(layer_index, hidden)
-
-    def advance(self, layer_index: int, layer: nn.Module, handles: list[RemovableHandle]) -> None:
-        """Run ``layer`` on every batch, each output replacing its input, then remove ``handles``
-        (the hooks through which a pruner watched the layer run), even if a batch fails."""
-        try:
-            for position, hidden, kwargs in self.batches(layer_index):
-                self.hidden[position] = layer(hidden, **kwargs)
-        finally:
-            for handle in handles:
-                handle.remove()
-
-
-@torch.no_grad()
-def capture_inputs(model: PreTrainedModel, layers: nn.ModuleList, samples: torch.Tensor, batch_size: int) -> LayerInputs:
-    """Run ``samples`` through the model with every decoder layer replaced by a recorder.
-
-    Each recorder keeps the keyword arguments its layer would get and passes the hidden states
-    through untouched; the last one stops the forward pass, so the final norm and the LM head
-    (the largest activation of all, ``tokens x vocab``) never run. The model's own forward builds
-    the masks and position embeddings, so every family and attention implementation is handled
-    the way transformers handles it. The model is left exactly as it was.
-    """
-    device = next(model.parameters()).device
-    inputs = LayerInputs(hidden=[], kwargs={})
-    for batch in samples.split(batch_size):
-        calls: list[tuple[torch.Tensor, dict[str, Any]]] = []
-
-        def recorder(index: int):
-            def forward(*args: Any, **kwargs: Any) -> torch.Tensor:
-                hidden = args[0] if args else kwargs.pop("hidden_states")
-                calls.append((hidden, by_keyword(layers[index], args[1:], kwargs)))
-                if index == len(layers) - 1:
-                    raise _Captured
-                return hidden
-            return forward
-
-        for index, layer in enumerate(layers):
-            layer.forward = recorder(index)
-        try:
-            model(input_ids=batch.to(device), use_cache=False)
-        except _Captured:
-            pass
-        finally:
-            for layer in layers:
-                del layer.forward
-        if len(calls) != len(layers):
-            raise RuntimeError(f"the model called {len(calls)} of its {len(layers)} decoder layers")
-        inputs.hidden.append(calls[0][0])
-        inputs.kwargs.setdefault(tuple(batch.shape), [kwargs for _, kwargs in calls])
-    return inputs

@@ -24,7 +24,7 @@ layer from a few candidates by the error on held-out calibration windows (never 
 text); when no candidate beats the sliced weights there, the layer is left as it is.
 
 It runs layer by layer on the inputs of the model compressed so far (each refitted layer's output
-feeds the next), from :class:`~prunekit.plugins.calibration.LayerInputs`, and builds one
+feeds the next), from :class:`~prunekit.layer_inputs.LayerInputs`, and builds one
 uncompressed layer at a time from ``request.uncompressed``, so memory stays near one layer, its
 Gram matrices and the calibration activations beyond the model. Only weights change: the result
 is the same stock checkpoint.
@@ -46,13 +46,8 @@ from pydantic import BaseModel, Field, model_validator
 from prunekit import hookimpl
 from prunekit.architectures import head_rows, input_weight_columns
 from prunekit.payloads import Dimension, RecoverRequest, Recovery
-from prunekit.plugins.calibration import (
-    CalibrationOptions,
-    LayerInputs,
-    calibration_samples,
-    capture_inputs,
-    resolve,
-)
+from prunekit.layer_inputs import LayerInputs, capture_inputs
+from prunekit.plugins.calibration import CalibrationOptions, calibration_samples, resolve
 from prunekit.progress import track
 
 if TYPE_CHECKING:

@@ -176,14 +176,41 @@ def test_missing_model_path(tmp_path):
     assert_one_line_error(result, "model path does not exist")
 
 
-def test_unsupported_architecture_names_the_supported_families(tmp_path):
+def test_a_dimension_the_derived_adapter_cannot_place_is_refused_with_the_reason(tmp_path):
     from transformers import BloomConfig, BloomForCausalLM
 
-    model_dir = tmp_path / "bloom"
+    model_dir = tmp_path / "bloom"  # BLOOM's FFN is 4 x hidden_size, which no config field can change
     BloomForCausalLM(BloomConfig(hidden_size=32, n_layer=1, n_head=2, vocab_size=64)).save_pretrained(model_dir)
     result = invoke("run", "--model", str(model_dir), "--plugins", "random", "--ratio", "0.3",
                     "--output", str(tmp_path / "run"))
-    assert_one_line_error(result, "unsupported architecture 'bloom'; supported families:", "llama", "gpt2")
+    # the pruner names its dimensions when it scores, after the "before" measurement has warned
+    # that this bare checkpoint has no tokenizer; the error is still one line, and the last
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip().splitlines()[-1] == ("Error: bloom models cannot be sliced along ffn into a stock "
+                                                      "checkpoint: no config field sets the FFN width")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_model_whose_decoder_layers_cannot_be_placed_is_refused_in_one_line(tmp_path):
+    from prunekit.tiny import tiny_model
+
+    model_dir = tmp_path / "hrm"  # hierarchical reasoning: two stacks of layers, neither num_hidden_layers long
+    tiny_model("hrm_text").save_pretrained(model_dir)
+    result = invoke("run", "--model", str(model_dir), "--plugins", "random", "--ratio", "0.3",
+                    "--output", str(tmp_path / "run"))
+    assert_one_line_error(result, "cannot slice 'hrm_text' models: cannot place the decoder layers")
+
+
+def test_an_encoder_decoder_model_is_refused_in_one_line_not_with_every_class_transformers_maps(tmp_path):
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    model_dir = tmp_path / "t5"
+    T5ForConditionalGeneration(T5Config(d_model=32, d_ff=64, num_layers=1, num_heads=2, vocab_size=64,
+                                        d_kv=16)).save_pretrained(model_dir)
+    result = invoke("run", "--model", str(model_dir), "--plugins", "random", "--ratio", "0.3",
+                    "--output", str(tmp_path / "run"))
+    assert_one_line_error(result, "'t5' is not a decoder model that AutoModelForCausalLM builds")
+    assert len(result.stderr) < 300
 
 
 def test_malformed_config_file(tmp_path):

@@ -19,14 +19,13 @@ from prunekit import hookimpl, pipeline
 from prunekit.cli import app
 from prunekit.config import RunConfig
 from prunekit.errors import UsageError
+from prunekit.manager import get_plugins
 from prunekit.payloads import Metrics, RecoverRequest
-from prunekit.plugins.architectures import ARCHITECTURES
 from prunekit.plugins.lora import adapters, corpus, training
 from prunekit.plugins.lora.options import LoraOptions, resolve
-from prunekit.tiny import FAMILIES, tokenizer
+from prunekit.tiny import FAMILIES, tiny_model, tokenizer
 
 runner = CliRunner()
-ARCH = {a.family: a for a in ARCHITECTURES}
 WORDS = ("model", "layer", "weight", "token", "channel", "head", "slice", "prune", "train", "merge",
          "small", "dense", "quick", "the", "a", "of", "and", "is", "keeps", "loses")
 
@@ -70,8 +69,12 @@ def loss_plugin(register_plugin, text_file) -> str:
     return "testloss"
 
 
+def arch(family: str):
+    return get_plugins().hooks([]).architecture_for(tiny_model(family))
+
+
 def settings_for(family: str, **options):
-    return resolve(LoraOptions(**options), on_gpu=False, length=64, targets=ARCH[family].lora_targets,
+    return resolve(LoraOptions(**options), on_gpu=False, length=64, targets=arch(family).lora_targets,
                    source="unused", train_sequences=100, run_seed=0)
 
 
@@ -103,7 +106,7 @@ def test_gpt2_gets_its_conv1d_projections_with_fan_in_fan_out(tiny_model):
 @pytest.mark.parametrize("family", FAMILIES)
 def test_every_linear_layer_of_the_decoder_and_nothing_else_is_adapted(tiny_model, family):
     model = tiny_model(family)
-    layers = ARCH[family].layers(model)
+    layers = arch(family).layers(model)
     prefix = {id(layer): name for name, layer in model.named_modules() if any(layer is x for x in layers)}
     linear = {
         f"{prefix[id(layer)]}.{name}"
@@ -338,7 +341,7 @@ def test_a_model_without_a_tokenizer_cannot_be_trained(tiny_model, prunekit_plug
         RunConfig(model="tiny-llama", plugins=["lora"], options={"lora": fast_options(text_file)})
     )
     with pytest.raises(UsageError, match="needs the model's tokenizer"):
-        lora.recover(RecoverRequest(model, None, ARCH["llama"], config, tmp_path / "checkpoints"))
+        lora.recover(RecoverRequest(model, None, arch("llama"), config, tmp_path / "checkpoints"))
 
 
 # --- the real model -----------------------------------------------------------------------------

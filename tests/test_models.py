@@ -32,7 +32,7 @@ def test_tiny_models_are_seeded_and_come_with_a_tokenizer(family):
     [
         ("/no/such/dir", "model path does not exist: /no/such/dir"),
         ("./relative/dir", "model path does not exist"),
-        ("tiny-bloom", "no tiny model for family 'bloom'; available: llama"),
+        ("tiny-nosuch", "no tiny model for family 'nosuch': not a causal-LM family of transformers"),
         ("not a hub id", "model path does not exist"),
     ],
 )

@@ -10,7 +10,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 import prunekit
-from prunekit.architectures import LAYER_UNITS_KEY, head_rows, input_weight_columns
+from prunekit.architectures import LAYER_UNITS_KEY, zero_removed_units
 from prunekit.loading import needs_prunekit
 from prunekit.manager import get_plugins
 from prunekit.payloads import Dimension, Importance
@@ -38,17 +38,7 @@ def zero_removed(model, arch, dimension: Dimension, keeps: list[torch.Tensor]):
     """The original model with the removed units' contributions zeroed (their output-projection inputs)."""
     zeroed = copy.deepcopy(model)
     for layer, keep in zip(arch.layers(zeroed), keeps):
-        projection = arch.output_projection(layer, dimension)
-        if dimension is Dimension.FFN:
-            features = keep
-        else:
-            groups, per_group, head_dim = arch.head_shape(layer)
-            features = head_rows(keep, per_group, head_dim)
-        weight = input_weight_columns(projection)  # [out, in], a view for GPT-2's Conv1D
-        mask = torch.zeros(weight.shape[1], dtype=torch.bool)
-        mask[features] = True
-        with torch.no_grad():
-            weight[:, ~mask] = 0
+        zero_removed_units(arch, layer, dimension, keep)
     return zeroed
 
 

@@ -133,11 +133,7 @@ class ModelEvaluator:
         if not importances:
             raise RuntimeError(f"{pruner} returned no importance for {self.config.model}")
         for importance in importances:
-            if importance.dimension not in self.architecture.dimensions:
-                raise UsageError(
-                    f"{self.architecture.family} models cannot be sliced along "
-                    f"{importance.dimension.value} into a stock checkpoint"
-                )
+            self.architecture.require(importance.dimension)
         return importances
 
     def build(self, candidate: Candidate) -> PreTrainedModel:

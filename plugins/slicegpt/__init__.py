@@ -26,7 +26,8 @@ from pydantic import BaseModel, Field
 from prunekit import hookimpl
 from prunekit.errors import UsageError
 from prunekit.payloads import Dimension, ModelSlice, RestoreRequest, ScoreRequest
-from prunekit.plugins.calibration import CalibrationOptions, calibration_samples, capture_inputs, resolve
+from prunekit.layer_inputs import capture_inputs
+from prunekit.plugins.calibration import CalibrationOptions, calibration_samples, resolve
 from prunekit.plugins.slicegpt.fusion import fuse, head_is_tied
 from prunekit.plugins.slicegpt.layouts import layout_for
 from prunekit.plugins.slicegpt.rotation import rotate_per_layer, rotate_single, sliced_width

@@ -1,0 +1,114 @@
+"""Running a model one decoder layer at a time: what each layer receives, captured from one forward.
+
+Calibration-based pruners and recovery (``activation``, ``slicegpt``, ``refit``) replay the layers
+on captured inputs, so memory stays near one layer's activations beyond the model; the derived
+architecture adapter (:mod:`prunekit.discovery`) replays single layers to check that slicing them
+is exact. The model's own forward builds the masks and position embeddings, so every family and
+attention implementation is handled the way transformers handles it.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+if TYPE_CHECKING:
+    from torch import nn
+    from torch.utils.hooks import RemovableHandle
+    from transformers import PreTrainedModel
+
+
+def by_keyword(layer: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """A layer's arguments after the hidden states, all by keyword (GPT-2 passes some by position)."""
+    if not args:
+        return kwargs
+    signature = inspect.signature(type(layer).forward)
+    bound = signature.bind(layer, None, *args, **kwargs).arguments
+    named: dict[str, Any] = {}
+    for name, value in list(bound.items())[2:]:  # after self and the hidden states
+        if signature.parameters[name].kind is inspect.Parameter.VAR_KEYWORD:
+            named.update(value)
+        elif signature.parameters[name].kind is inspect.Parameter.VAR_POSITIONAL:
+            raise RuntimeError(f"{type(layer).__name__} takes extra positional arguments; cannot replay them")
+        else:
+            named[name] = value
+    return named
+
+
+class _Captured(Exception):
+    """Raised by the last layer's stand-in once every layer's arguments are recorded."""
+
+
+@dataclass
+class LayerInputs:
+    """What the first decoder layer receives for each calibration batch, and the keyword
+    arguments (attention mask, rotary embeddings, ...) every layer receives for a batch shape.
+
+    ``hidden`` is the running activation: a pruner replaces each entry with the layer's output as
+    it moves down the model, so only one layer's activations are held at a time.
+    """
+
+    hidden: list[torch.Tensor]
+    kwargs: dict[tuple[int, ...], list[dict[str, Any]]]
+
+    def layer_kwargs(self, layer_index: int, batch: torch.Tensor) -> dict[str, Any]:
+        return self.kwargs[tuple(batch.shape[:2])][layer_index]
+
+    def batches(self, layer_index: int) -> Iterator[tuple[int, torch.Tensor, dict[str, Any]]]:
+        """``(position, hidden, kwargs)`` for every batch at ``layer_index``."""
+        for position, hidden in enumerate(self.hidden):
+            yield position, hidden, self.layer_kwargs(layer_index, hidden)
+
+    def advance(self, layer_index: int, layer: nn.Module, handles: list[RemovableHandle]) -> None:
+        """Run ``layer`` on every batch, each output replacing its input, then remove ``handles``
+        (the hooks through which a pruner watched the layer run), even if a batch fails."""
+        try:
+            for position, hidden, kwargs in self.batches(layer_index):
+                self.hidden[position] = layer(hidden, **kwargs)
+        finally:
+            for handle in handles:
+                handle.remove()
+
+
+@torch.no_grad()
+def capture_inputs(model: PreTrainedModel, layers: nn.ModuleList, samples: torch.Tensor, batch_size: int) -> LayerInputs:
+    """Run ``samples`` through the model with every decoder layer replaced by a recorder.
+
+    Each recorder keeps the keyword arguments its layer would get and passes the hidden states
+    through untouched; the last one stops the forward pass, so the final norm and the LM head
+    (the largest activation of all, ``tokens x vocab``) never run. The model's own forward builds
+    the masks and position embeddings, so every family and attention implementation is handled
+    the way transformers handles it. The model is left exactly as it was.
+    """
+    device = next(model.parameters()).device
+    inputs = LayerInputs(hidden=[], kwargs={})
+    for batch in samples.split(batch_size):
+        calls: list[tuple[torch.Tensor, dict[str, Any]]] = []
+
+        def recorder(index: int):
+            def forward(*args: Any, **kwargs: Any) -> torch.Tensor:
+                hidden = args[0] if args else kwargs.pop("hidden_states")
+                calls.append((hidden, by_keyword(layers[index], args[1:], kwargs)))
+                if index == len(layers) - 1:
+                    raise _Captured
+                return hidden
+            return forward
+
+        for index, layer in enumerate(layers):
+            layer.forward = recorder(index)
+        try:
+            model(input_ids=batch.to(device), use_cache=False)
+        except _Captured:
+            pass
+        finally:
+            for layer in layers:
+                del layer.forward
+        if len(calls) != len(layers):
+            raise RuntimeError(f"the model called {len(calls)} of its {len(layers)} decoder layers")
+        inputs.hidden.append(calls[0][0])
+        inputs.kwargs.setdefault(tuple(batch.shape), [kwargs for _, kwargs in calls])
+    return inputs
