@@ -6,7 +6,7 @@ Fixtures:
 - ``register_plugin``: ``register_plugin(obj, name)`` registers a plugin for one test only, so a
   test can run ``core run --plugins name`` in-process and check that its hooks were called.
 - ``tiny_model``: ``tiny_model(family="llama", seed=0)`` builds a seeded random-weight model of
-  a supported family, small enough for fast tests.
+  any causal-LM family, small enough for fast tests.
 - ``logits_probe``: ``logits_probe(ids, name="probe")`` registers an evaluator that keeps the
   model's logits on ``ids`` at each stage (``probe.logits["before"]``, ``["after"]``), for
   exactness tests of a run's saved model against the one it measured.
