@@ -200,7 +200,8 @@ class DecoderArchitecture(Architecture):
     the first is the matrix weight-only pruners score. With ``ffn_fused`` there is one input
     projection whose rows are the gate's channels, then the up projection's (Phi-3's
     ``gate_up_proj``), and the two halves are sliced alike. ``ffn_field`` is the config field
-    holding the FFN width; ``None`` where no field does, and then FFN channels are not offered.
+    holding the FFN width, times ``ffn_field_factor`` (2 where it counts a fused projection's
+    whole output); ``None`` where no field does, and then FFN channels are not offered.
     ``attention`` is given only where removing heads keeps a stock config, i.e. where the model
     reads ``config.head_dim`` instead of deriving it from ``hidden_size / num_attention_heads``.
     Sizes are read from and written to the text config (``config.get_text_config()``), which is
@@ -216,6 +217,7 @@ class DecoderArchitecture(Architecture):
     lora_targets: tuple[str, ...]
     attention: AttentionLayout | None = None
     ffn_fused: bool = False
+    ffn_field_factor: int = 1
     reasons: Mapping[Dimension, str] = field(default_factory=dict)
     dimensions: frozenset[Dimension] = field(init=False)
 
@@ -298,7 +300,7 @@ class DecoderArchitecture(Architecture):
         if Dimension.FFN in self.dimensions:
             ffn = [self.units(layer, Dimension.FFN) for layer in layers]
             if len(set(ffn)) == 1:
-                setattr(config, self.ffn_field, ffn[0])
+                setattr(config, self.ffn_field, ffn[0] * self.ffn_field_factor)
             else:
                 per_layer[Dimension.FFN.value] = ffn
         if Dimension.HEADS in self.dimensions:
@@ -322,12 +324,23 @@ class DecoderArchitecture(Architecture):
         layers = self.layers(model)
         kept = nn.ModuleList(layers[i] for i in keep)
         for new_index, layer in enumerate(kept):
-            for module in layer.modules():  # the KV cache is indexed by layer_idx
-                if hasattr(module, "layer_idx"):
-                    module.layer_idx = new_index
+            renumber(layer, new_index)
         parent, _, name = self.layers_path.rpartition(".")
         setattr(operator.attrgetter(parent)(model) if parent else model, name, kept)
         keep_layers_in_config(model.config.get_text_config(), keep)
+
+
+LAYER_INDEX_ATTRIBUTES = ("layer_idx", "layer_id")
+"""What transformers' modules call their layer's position (GPT-Neo: ``layer_id``); the KV cache is
+indexed by it, so a layer that moves must be told."""
+
+
+def renumber(layer: nn.Module, index: int) -> None:
+    """Tell every module of ``layer`` that it now sits at position ``index``."""
+    for module in layer.modules():
+        for name in LAYER_INDEX_ATTRIBUTES:
+            if isinstance(getattr(module, name, None), int):
+                setattr(module, name, index)
 
 
 def keep_layers_in_config(config: PretrainedConfig, keep: list[int]) -> None:

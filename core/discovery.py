@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import copy
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -40,14 +41,17 @@ from prunekit.architectures import (
     input_weight_columns,
     keep_layers_in_config,
     out_features,
+    renumber,
     zero_removed_units,
 )
 from prunekit.errors import UsageError
 from prunekit.layer_inputs import capture_inputs
 from prunekit.payloads import Dimension
 
+from transformers import PreTrainedModel
+
 if TYPE_CHECKING:
-    from transformers import PretrainedConfig, PreTrainedModel
+    from transformers import PretrainedConfig
 
 log = logging.getLogger(__name__)
 
@@ -80,15 +84,17 @@ def derive(model: PreTrainedModel) -> DecoderArchitecture:
     attention_name, attention, reason = _attention(layer, linears, hidden, text)
     if reason:
         reasons[Dimension.HEADS] = reason
-    ffn = _ffn(layer, linears, attention_name, hidden)
+    ffn = _ffn(layer, linears, attention_name, hidden, text)
     if isinstance(ffn, str):
         reasons[Dimension.FFN] = ffn
         inputs, output, fused = (), "", False
     else:
         inputs, output, fused = ffn
-    different = _first_different_layer(layers)
-    if different is not None:  # the config says which layer is which, by index
-        for dimension in Dimension.FFN, Dimension.HEADS, Dimension.LAYERS:
+    parts = {Dimension.FFN: lambda name: not _under(name, attention_name),
+             Dimension.HEADS: lambda name: _under(name, attention_name), Dimension.LAYERS: lambda name: True}
+    for dimension, part in parts.items():  # the config says which layer is which, by index
+        different = _first_different_layer(layers, part)
+        if different is not None:
             reasons.setdefault(dimension, f"layer {different} has other projections than layer 0")
     arch = DecoderArchitecture(
         family=family,
@@ -103,10 +109,11 @@ def derive(model: PreTrainedModel) -> DecoderArchitecture:
         reasons=reasons,
     )
     if Dimension.FFN not in reasons:
-        field_name = _ffn_field(model, arch, text)
-        if field_name is None:
+        found = _ffn_field(model, arch, text)
+        if found is None:
             reasons[Dimension.FFN] = "no config field sets the FFN width"
-        arch = _with(arch, ffn_field=field_name, reasons=reasons)
+        field_name, factor = found or (None, 1)
+        arch = _with(arch, ffn_field=field_name, ffn_field_factor=factor, reasons=reasons)
     if Dimension.HEADS not in reasons and not _heads_fit_config(model, arch):
         reasons[Dimension.HEADS] = "the config cannot express fewer heads (the model derives the head width)"
         arch = _with(arch, reasons=reasons)
@@ -132,7 +139,11 @@ def _with(arch: DecoderArchitecture, **changes: Any) -> DecoderArchitecture:
 
 def _config_int(config: PretrainedConfig, name: str) -> int | None:
     value = getattr(config, name, None)
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+    return value if _is_int(value) else None
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 # --- placing the parts ---------------------------------------------------------------------------
@@ -144,10 +155,14 @@ def _layers_path(model: PreTrainedModel, count: int, family: str) -> str:
     lists = [name for name, module in model.named_modules()
              if isinstance(module, nn.ModuleList) and len(module) == count
              and any(isinstance(sub, LINEAR) for sub in module[0].modules())]
-    if len(lists) > 1:  # prefer the lists under the text decoder
+    if len(lists) > 1:  # prefer the lists under the text decoder, outside other towers (vision, audio)
         decoder = _decoder_path(model)
         if decoder is not None:
             lists = [name for name in lists if name.startswith(decoder)] or lists
+        decoder_module = model.get_decoder() if hasattr(model, "get_decoder") else None
+        towers = [name + "." for name, module in model.named_modules()
+                  if name and isinstance(module, PreTrainedModel) and module is not decoder_module]
+        lists = [name for name in lists if not any(name.startswith(tower) for tower in towers)] or lists
     if len(lists) != 1:
         found = "none" if not lists else ", ".join(lists)
         raise UsageError(f"cannot slice {family!r} models: cannot place the decoder layers "
@@ -217,7 +232,7 @@ def _in_features(module: nn.Module) -> int:
     return input_weight_columns(module).shape[1]
 
 
-def _ffn(layer: nn.Module, linears: dict[str, nn.Module], attention: str | None, hidden: int
+def _ffn(layer: nn.Module, linears: dict[str, nn.Module], attention: str | None, hidden: int, text: PretrainedConfig
          ) -> tuple[tuple[str, ...], str, bool] | str:
     """(input projections, output projection, fused gate_up) of the FFN, or why it is not placed."""
     outside = {n: m for n, m in linears.items() if not _under(n, attention)}
@@ -230,9 +245,17 @@ def _ffn(layer: nn.Module, linears: dict[str, nn.Module], attention: str | None,
     stacked = [name for name, parameter in layer.named_parameters() if parameter.dim() > 2 and not _under(name, attention)]
     if stacked:
         return f"the layer computes with a {layer.get_parameter(stacked[0]).dim()}-D weight ({stacked[0]}), not only projections"
-    writers = [n for n, m in outside.items() if out_features(m) == hidden and _in_features(m) != hidden]
+    def fed(writer: str) -> bool:  # some projection of the hidden width produces its input (or twice it)
+        width = _in_features(outside[writer])
+        return any(_in_features(m) == hidden and out_features(m) in (width, 2 * width) for m in outside.values())
+
+    writers = [n for n, m in outside.items() if out_features(m) == hidden and _in_features(m) != hidden and fed(n)]
+    if len(writers) > 1:  # e.g. Gemma 3n's per-layer input projection beside the MLP: the config names the FFN
+        values = [getattr(text, name, None) for name in FFN_FIELDS]
+        widths = {width for value in values for width in (value if isinstance(value, list) else [value]) if _is_int(width)}
+        writers = [n for n in writers if _in_features(outside[n]) in widths] or writers
     if len(writers) != 1:
-        return ("no projection writes the hidden width from a wider one" if not writers
+        return ("no projection writes the hidden width from another, fed from the hidden width" if not writers
                 else f"{len(writers)} projections could be the FFN output ({', '.join(writers)})")
     output = writers[0]
     width = _in_features(outside[output])
@@ -246,13 +269,15 @@ def _ffn(layer: nn.Module, linears: dict[str, nn.Module], attention: str | None,
     return f"cannot place the projections into {output}'s {width} channels"
 
 
-def _signature(layer: nn.Module) -> list[tuple[str, tuple[int, ...]]]:
-    return [(name, tuple(module.weight.shape)) for name, module in layer.named_modules() if isinstance(module, LINEAR)]
+def _signature(layer: nn.Module, part: Callable[[str], bool]) -> list[tuple[str, tuple[int, ...]]]:
+    return [(name, tuple(module.weight.shape)) for name, module in layer.named_modules()
+            if isinstance(module, LINEAR) and part(name)]
 
 
-def _first_different_layer(layers: nn.ModuleList) -> int | None:
-    first = _signature(layers[0])
-    return next((index for index, layer in enumerate(layers) if _signature(layer) != first), None)
+def _first_different_layer(layers: nn.ModuleList, part: Callable[[str], bool]) -> int | None:
+    """The first layer whose projections in ``part`` differ from layer 0's, or ``None``."""
+    first = _signature(layers[0], part)
+    return next((index for index, layer in enumerate(layers) if _signature(layer, part) != first), None)
 
 
 # --- the config fields, checked by building the model from a rewritten config --------------------
@@ -280,7 +305,10 @@ def _weight_shape(module: nn.Module, outputs: int, inputs: int) -> tuple[int, in
     return (inputs, outputs) if isinstance(module, Conv1D) else (outputs, inputs)
 
 
-def _ffn_field(model: PreTrainedModel, arch: DecoderArchitecture, text: PretrainedConfig) -> str | None:
+def _ffn_field(model: PreTrainedModel, arch: DecoderArchitecture, text: PretrainedConfig
+               ) -> tuple[str, int] | None:
+    """The config field that sets the FFN width, and how many times the width it holds (2 where a
+    fused gate_up's whole output is the field, as Moshi's ``ffn_dim``); ``None`` if none does."""
     layer = arch.layers(model)[0]
     width = arch.units(layer, Dimension.FFN)
     narrower = width - 1
@@ -292,11 +320,14 @@ def _ffn_field(model: PreTrainedModel, arch: DecoderArchitecture, text: Pretrain
             module = layer.get_submodule(name)
             expected[f"{prefix}{name}.weight"] = _weight_shape(module, narrower * (2 if arch.ffn_fused else 1), hidden)
         expected[f"{prefix}{arch.ffn_output}.weight"] = _weight_shape(layer.get_submodule(arch.ffn_output), hidden, narrower)
-    holding = [name for name, value in text.to_dict().items() if value == width and not isinstance(value, bool)]
+    factors = (1, 2) if arch.ffn_fused else (1,)
+    holding = [name for name, value in text.to_dict().items()
+               if _is_int(value) and value in {width * factor for factor in factors}]
     for name in dict.fromkeys([*(f for f in FFN_FIELDS if hasattr(text, f)), *holding]):
-        shapes = _built_shapes(model, {name: narrower})
-        if shapes is not None and all(shapes.get(key) == shape for key, shape in expected.items()):
-            return name
+        for factor in factors:
+            shapes = _built_shapes(model, {name: narrower * factor})
+            if shapes is not None and all(shapes.get(key) == shape for key, shape in expected.items()):
+                return name, factor
     return None
 
 
@@ -355,9 +386,7 @@ def _layers_fit(model: PreTrainedModel, arch: DecoderArchitecture, probe: Probe)
         return "the config cannot express fewer layers (other parameters are built)"
     hidden, per_layer = probe
     original = copy.deepcopy(layers[1]).float()
-    for module in original.modules():  # as drop_layers renumbers the layer that moves to the front
-        if hasattr(module, "layer_idx"):
-            module.layer_idx = 0
+    renumber(original, 0)  # as drop_layers renumbers the layer that moves to the front
     fresh = built.get_submodule(f"{prefix}0").to_empty(device=hidden.device).float().eval()  # no dropout
     try:
         fresh.load_state_dict(original.state_dict())
@@ -386,7 +415,7 @@ def _probe(model: PreTrainedModel, arch: DecoderArchitecture, text: PretrainedCo
     tokens = (torch.arange(1, PROBE_TOKENS + 1) % vocab).unsqueeze(0).to(device)
     try:
         with torch.no_grad():
-            inputs = capture_inputs(model, arch.layers(model), tokens, batch_size=1)
+            inputs = capture_inputs(model, arch.layers(model), tokens, batch_size=1, run_layers=True)
     except Exception as error:  # noqa: BLE001 - the reason is reported, not hidden
         return f"the model could not be run to check slicing ({type(error).__name__}: {_line(error)})"
     return inputs.hidden[0], next(iter(inputs.kwargs.values()))  # one batch, whatever its layout

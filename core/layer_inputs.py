@@ -75,7 +75,8 @@ class LayerInputs:
 
 
 @torch.no_grad()
-def capture_inputs(model: PreTrainedModel, layers: nn.ModuleList, samples: torch.Tensor, batch_size: int) -> LayerInputs:
+def capture_inputs(model: PreTrainedModel, layers: nn.ModuleList, samples: torch.Tensor, batch_size: int,
+                   run_layers: bool = False) -> LayerInputs:
     """Run ``samples`` through the model with every decoder layer replaced by a recorder.
 
     Each recorder keeps the keyword arguments its layer would get and passes the hidden states
@@ -83,29 +84,46 @@ def capture_inputs(model: PreTrainedModel, layers: nn.ModuleList, samples: torch
     (the largest activation of all, ``tokens x vocab``) never run. The model's own forward builds
     the masks and position embeddings, so every family and attention implementation is handled
     the way transformers handles it. The model is left exactly as it was.
+
+    With ``run_layers`` the layers run as usual and a hook records what each receives: slower, but
+    right for a family whose model reads more than the hidden states back from a layer (CPM-Ant
+    unpacks a tuple), which is what the derived adapter's few-token probe needs.
     """
     device = next(model.parameters()).device
     inputs = LayerInputs(hidden=[], kwargs={})
     for batch in samples.split(batch_size):
         calls: list[tuple[torch.Tensor, dict[str, Any]]] = []
 
-        def recorder(index: int):
-            def forward(*args: Any, **kwargs: Any) -> torch.Tensor:
-                hidden = args[0] if args else kwargs.pop("hidden_states")
-                calls.append((hidden, by_keyword(layers[index], args[1:], kwargs)))
-                if index == len(layers) - 1:
-                    raise _Captured
-                return hidden
-            return forward
+        def record(index: int, args: tuple[Any, ...], kwargs: dict[str, Any]) -> torch.Tensor:
+            kwargs = dict(kwargs)
+            hidden = args[0] if args else kwargs.pop("hidden_states")
+            calls.append((hidden, by_keyword(layers[index], args[1:], kwargs)))
+            if index == len(layers) - 1:
+                raise _Captured
+            return hidden
 
+        def recorder(index: int):
+            return lambda *args, **kwargs: record(index, args, kwargs)
+
+        def watcher(index: int):
+            def hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+                record(index, args, kwargs)  # the layer then runs on its own inputs
+            return hook
+
+        handles = []
         for index, layer in enumerate(layers):
-            layer.forward = recorder(index)
+            if run_layers:
+                handles.append(layer.register_forward_pre_hook(watcher(index), with_kwargs=True))
+            else:
+                layer.forward = recorder(index)
         try:
             model(input_ids=batch.to(device), use_cache=False)
         except _Captured:
             pass
         finally:
-            for layer in layers:
+            for handle in handles:
+                handle.remove()
+            for layer in layers if not run_layers else ():
                 del layer.forward
         if len(calls) != len(layers):
             raise RuntimeError(f"the model called {len(calls)} of its {len(layers)} decoder layers")

@@ -87,19 +87,37 @@ CONFIGS: dict[str, Callable[[], PretrainedConfig]] = {
 FAMILIES = tuple(CONFIGS)
 
 
+SHRUNK_FFN = 96
 SHRUNK: dict[str, int] = {
     "hidden_size": HIDDEN, "n_embd": HIDDEN, "d_model": HIDDEN,
-    "intermediate_size": FFN, "ffn_dim": FFN, "n_inner": FFN, "ffn_hidden_size": FFN,
+    # not a multiple of the hidden width, so that no FFN half or double looks like a hidden-width projection
+    "intermediate_size": SHRUNK_FFN, "ffn_dim": SHRUNK_FFN, "n_inner": SHRUNK_FFN, "ffn_hidden_size": SHRUNK_FFN,
     "num_hidden_layers": LAYERS, "n_layer": LAYERS, "n_layers": LAYERS, "num_layers": LAYERS,
     "num_attention_heads": HEADS, "n_head": HEADS, "n_heads": HEADS,
     "num_key_value_heads": 2, "head_dim": HIDDEN // HEADS, "rotary_dim": HIDDEN // HEADS // 2,
     "max_position_embeddings": POSITIONS, "n_positions": POSITIONS, "vocab_size": VOCAB,
     "encoder_layers": LAYERS, "decoder_layers": LAYERS, "encoder_attention_heads": HEADS,
-    "decoder_attention_heads": HEADS, "encoder_ffn_dim": FFN, "decoder_ffn_dim": FFN,
+    "decoder_attention_heads": HEADS, "encoder_ffn_dim": SHRUNK_FFN, "decoder_ffn_dim": SHRUNK_FFN,
     "num_experts": 4, "num_local_experts": 4, "n_routed_experts": 4, "num_experts_per_tok": 2,
-    "moe_intermediate_size": FFN,
+    "moe_intermediate_size": SHRUNK_FFN, "emb_dim": HIDDEN, "dim_ff": SHRUNK_FFN, "dim_head": HIDDEN // HEADS,
+    # multi-head latent attention (DeepSeek V2/V3, MiniCPM3): ranks and the split of each head
+    "kv_lora_rank": 16, "q_lora_rank": 32, "qk_nope_head_dim": 8, "qk_rope_head_dim": 8, "v_head_dim": 16,
+    "qk_head_dim": 16,
+    # Gemma 3n / 4: per-layer input embeddings, and the layers that share another's KV cache
+    "vocab_size_per_layer_input": VOCAB, "hidden_size_per_layer_input": 16, "num_kv_shared_layers": 0,
+    "laurel_rank": 8,
 }
 """Sizes written into a family's default config where it has an integer field of that name."""
+OVERRIDES: dict[str, dict[str, Any]] = {
+    "gpt_neo": {"attention_types": [[["global", "local"], 1]]},  # a pattern per pair of layers
+    "reformer": {"axial_pos_embds_dim": [32, 32], "attn_layers": ["local", "lsh"]},  # must sum to hidden
+    # its default names no rotary settings for the layer kinds it then asks for
+    "cohere_compass_text": {"rope_parameters": {kind: {"rope_type": "default", "rope_theta": 10000.0}
+                                                for kind in ("full_attention", "sliding_attention")}},
+}
+"""Fields a family's own validation ties to the sizes above, which it does not derive itself."""
+UNSET = ("head_dim", "num_key_value_heads")
+"""Fields some families' defaults leave ``None`` although their models need a number."""
 LARGEST = 20_000_000
 """Parameters a shrunk model may have: beyond it, sizes the table above misses are still large."""
 
@@ -110,26 +128,28 @@ def shrunk_config(family: str) -> PretrainedConfig:
     ``layer_types``, follow the new depth; token ids point into the 257-token vocabulary."""
     from transformers import AutoConfig
 
-    cls = type(AutoConfig.for_model(family))
-    config = _shrunk(cls)
-    text = config.get_text_config()
-    if text is not config:
-        for name in getattr(config, "sub_configs", {}):
-            if getattr(config, name, None) is text:
-                setattr(config, name, _shrunk(type(text)))
-    return config
+    return _shrunk(type(AutoConfig.for_model(family)), **OVERRIDES.get(family, {}))
 
 
-def _shrunk(cls: type[PretrainedConfig]) -> PretrainedConfig:
-    defaults = cls().to_dict()
+def _shrunk(cls: type[PretrainedConfig], **overrides: Any) -> PretrainedConfig:
+    """``cls`` with shrunk sizes, its sub-configs (text, vision, audio towers) shrunk alike."""
+    default = cls()
+    defaults = default.to_dict()
     sizes: dict[str, Any] = {name: value for name, value in SHRUNK.items() if _is_int(defaults.get(name))}
+    sizes.update({name: SHRUNK[name] for name in UNSET if name in defaults and defaults[name] is None})
+    if "qk_rope_head_dim" in sizes and "head_dim" in sizes:
+        sizes["head_dim"] = sizes["qk_rope_head_dim"]  # the rotary part is what head_dim sizes there
+    for name in getattr(cls, "sub_configs", {}) or {}:
+        sub = getattr(default, name, None)
+        if sub is not None and hasattr(sub, "to_dict"):
+            sizes[name] = _shrunk(type(sub))
     sizes.update({name: 0 for name in ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id")
                   if _is_int(defaults.get(name))})
     if "layer_types" in defaults:
         sizes["layer_types"] = None  # derived again from the new depth
     if "is_decoder" in defaults:
         sizes["is_decoder"] = True  # encoder families (BERT...) run as causal decoders
-    return cls(**sizes)
+    return cls(**sizes, **overrides)
 
 
 def _is_int(value: object) -> bool:
