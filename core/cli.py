@@ -112,15 +112,20 @@ def run(
     if as_json:
         print(report.model_dump_json(indent=2))
         return
-    from prunekit.output import metric_rows
+    from prunekit.output import metric_rows, parameter_rows, reach_line
 
     table = Table(title=f"{report.model}  ratio {report.ratio:g}  plugins {', '.join(report.plugins)}")
     for column in ("", "before", "after"):
         table.add_column(column)
     table.add_row("parameters", f"{report.params.before:,}", f"{report.params.after:,}")
+    for name, before, after, share in parameter_rows(report.params):
+        table.add_row(f"  {name} ({share:.0%})", f"{before:,}", f"{after:,}")
     for name, before, after in metric_rows(report.metrics["before"], report.metrics["after"]):
         table.add_row(name, *("" if v is None else f"{v:.4g}" for v in (before, after)))
     stdout.print(table)
+    reach = reach_line(report.params, list(report.pruning))
+    if reach:
+        stdout.print(reach[0].upper() + reach[1:] + ".", highlight=False)
     kept = report.retention
     if kept.average_retention is not None:
         stdout.print(f"Zero-shot average {kept.average_before:.4f} → {kept.average_after:.4f} "

@@ -27,15 +27,47 @@ if TYPE_CHECKING:
 REPORTED_PACKAGES = ("torch", "transformers", "lm_eval", "peft", "pluggy")
 
 
+class Count(BaseModel):
+    """Parameters of one part of the model before and after compression."""
+
+    before: int
+    after: int
+
+
 class Params(BaseModel):
     before: int
     after: int
+    decoder_layers: Count | None = None
+    """Parameters inside the decoder layers. The rest (embeddings, LM head, final norm:
+    ``outside_layers``) is out of reach of every per-layer dimension."""
+    units: dict[str, Count] = {}
+    """Per dimension within the layers (``ffn``, ``heads``), the parameters its units hold: what
+    removing every unit would remove, so more than any ratio of that dimension can."""
 
     @computed_field
     @property
     def reduction(self) -> float:
         """Whole-model parameter reduction, whatever dimension the ratio targeted."""
         return 1 - self.after / self.before if self.before else 0.0
+
+    @computed_field
+    @property
+    def outside_layers(self) -> Count | None:
+        """Parameters outside the decoder layers: embeddings, LM head (once where tied), final norm."""
+        if self.decoder_layers is None:
+            return None
+        return Count(before=self.before - self.decoder_layers.before, after=self.after - self.decoder_layers.after)
+
+    @computed_field
+    @property
+    def share(self) -> dict[str, float]:
+        """Each part's share of the uncompressed model's parameters: ``decoder_layers``,
+        ``outside_layers`` and every dimension of ``units``. A dimension's share is the most
+        slicing it can remove from the whole model."""
+        if not self.before:
+            return {}
+        parts = {"decoder_layers": self.decoder_layers, "outside_layers": self.outside_layers, **self.units}
+        return {name: part.before / self.before for name, part in parts.items() if part is not None}
 
 
 class DiskBytes(BaseModel):
@@ -370,6 +402,36 @@ def _per_dimension(ratios: dict) -> str:
     return " (per dimension: " + ", ".join(f"{dim.value} {ratio:.4g}" for dim, ratio in ratios.items()) + ")"
 
 
+def parameter_rows(params: Params) -> list[tuple[str, int, int, float]]:
+    """(part, before, after, share of the uncompressed model) for the decoder layers, each
+    dimension's units within them and what lies outside them; empty where nothing was counted."""
+    if params.decoder_layers is None or params.outside_layers is None:
+        return []
+    share = params.share
+    rows = [("decoder layers", params.decoder_layers.before, params.decoder_layers.after, share["decoder_layers"])]
+    rows += [(f"{name} units", part.before, part.after, share[name]) for name, part in params.units.items()]
+    outside = params.outside_layers
+    rows.append(("outside the layers", outside.before, outside.after, share["outside_layers"]))
+    return rows
+
+
+def reach_line(params: Params, dimensions: list[str]) -> str | None:
+    """How much of the model the sliced ``dimensions`` can remove at most: the share of the
+    parameters they hold (depth: the decoder layers), and what lies out of every layer
+    dimension's reach."""
+    share = params.share
+    if "outside_layers" not in share:
+        return None
+    held = {f"{dim} units" if dim in params.units else "decoder layers":
+            share[dim] if dim in params.units else share["decoder_layers"]
+            for dim in dimensions if dim in params.units or dim == "layers"}
+    if not held:
+        return None
+    parts = ", ".join(f"the {name} hold {value:.1%}" for name, value in held.items())
+    return (f"reach: of the parameters, {parts} (the most slicing them can remove); "
+            f"{share['outside_layers']:.1%} lie outside the decoder layers (embeddings, head, final norm)")
+
+
 def render_markdown(report: Report) -> str:
     lines = [
         f"# prunekit run: {report.model}",
@@ -381,10 +443,18 @@ def render_markdown(report: Report) -> str:
         f"- stock checkpoint: {'yes' if report.stock else 'no — load with prunekit.load(DIR)'}",
         f"- peak memory (RSS): {report.peak_rss_mb:.0f} MB",
     ]
+    reach = reach_line(report.params, list(report.pruning))
+    if reach:
+        lines.append(f"- {reach}")
     if report.disk_bytes is not None:
         before = "?" if report.disk_bytes.before is None else f"{report.disk_bytes.before / 1e6:,.1f} MB"
         lines.append(f"- weights on disk: {before} → {report.disk_bytes.after / 1e6:,.1f} MB")
     lines += _baseline_line(report.baseline) + [""]
+    parts = parameter_rows(report.params)
+    if parts:
+        lines += ["| parameters | before | after | share of the model before |", "|---|---|---|---|"]
+        lines += [f"| {name} | {before:,} | {after:,} | {share:.1%} |" for name, before, after, share in parts]
+        lines.append("")
     rows = metric_rows(report.metrics["before"], report.metrics["after"])
     if rows:
         lines += ["| metric | before | after | after / before |", "|---|---|---|---|"]

@@ -6,12 +6,16 @@ output contract. All bad input is rejected before the first expensive step.
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import replace
 from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
 
 from prunekit import __version__, baselines, memory, output
 from prunekit.errors import UsageError
@@ -22,7 +26,6 @@ from prunekit.slicing import keep_plan, kept_layers
 from prunekit.uncompressed import UncompressedLayers
 
 if TYPE_CHECKING:
-    from torch import nn
     from transformers import PreTrainedModel
 
     from prunekit.architectures import Architecture
@@ -64,6 +67,47 @@ class Stopwatch:
 def count_parameters(model: nn.Module) -> int:
     """Unique parameters: tied embeddings count once, as the model card counts them."""
     return sum(p.numel() for p in model.parameters())
+
+
+def _shape_copy(module: nn.Module) -> nn.Module:
+    """A copy of ``module`` whose parameters and buffers are on the meta device: its shapes
+    without its data, so it can be sliced for counting at no memory cost."""
+    memo: dict[int, object] = {}
+    for tensor in module.parameters():
+        memo[id(tensor)] = nn.Parameter(torch.empty_like(tensor, device="meta"), requires_grad=tensor.requires_grad)
+    for tensor in module.buffers():
+        memo[id(tensor)] = torch.empty_like(tensor, device="meta")
+    return copy.deepcopy(module, memo)
+
+
+def held_by_units(layers: nn.ModuleList, architecture: Architecture, dimension: Dimension) -> int | None:
+    """The parameters the units of ``dimension`` hold in ``layers``: what slicing every unit
+    away would remove, counted on shape-only copies of the layers. ``None`` where the adapter
+    cannot slice a layer to nothing."""
+    held = 0
+    for layer in layers:
+        shadow = _shape_copy(layer)
+        whole = count_parameters(shadow)
+        try:
+            architecture.slice(shadow, dimension, torch.arange(0))
+        except (UsageError, RuntimeError, ValueError, IndexError) as exc:
+            log.debug("cannot count the %s parameters of %s: %s", dimension.value, type(layer).__name__, exc)
+            return None
+        held += whole - count_parameters(shadow)
+    return held
+
+
+def parameter_parts(model: nn.Module, architecture: Architecture) -> tuple[int, dict[str, int]]:
+    """The parameters inside the decoder layers, and per dimension within them (FFN channels,
+    heads) the parameters its units hold, from the model's own modules."""
+    layers = architecture.layers(model)
+    units = {}
+    for dimension in Dimension:
+        if dimension in architecture.dimensions and dimension is not Dimension.LAYERS:
+            held = held_by_units(layers, architecture, dimension)
+            if held is not None:
+                units[dimension.value] = held
+    return count_parameters(layers), units
 
 
 def with_evaluator_options(config: RunConfig, evaluators: list[str]) -> RunConfig:
@@ -161,6 +205,7 @@ def run(config: RunConfig, plugins: Plugins) -> output.Report:
     model, tokenizer = loaded.model, loaded.tokenizer
     architecture = hooks.architecture_for(model)
     params_before = count_parameters(model)
+    layers_before, units_before = parameter_parts(model, architecture)
 
     with clock.stage("evaluate_before"):
         before, baseline = baselines.evaluate_before(hooks, plugins, EvalRequest(model, tokenizer, config, "before"))
@@ -201,7 +246,7 @@ def run(config: RunConfig, plugins: Plugins) -> output.Report:
         model=config.model,
         plugins=config.plugins,
         ratio=config.ratio,
-        params=output.Params(before=params_before, after=count_parameters(model)),
+        params=params_report(params_before, layers_before, units_before, model, architecture),
         metrics={"before": before, "after": after},
         timings=clock.seconds,
         peak_rss_mb=round(clock.peak_mb(), 1),
@@ -218,6 +263,19 @@ def run(config: RunConfig, plugins: Plugins) -> output.Report:
     )
     output.write_report(report, directory)
     return report
+
+
+def params_report(before: int, layers_before: int, units_before: dict[str, int], model: nn.Module,
+                  architecture: Architecture) -> output.Params:
+    """The report's parameter counts: the whole model and its parts, before and after."""
+    layers_after, units_after = parameter_parts(model, architecture)
+    return output.Params(
+        before=before,
+        after=count_parameters(model),
+        decoder_layers=output.Count(before=layers_before, after=layers_after),
+        units={name: output.Count(before=held, after=units_after[name])
+               for name, held in units_before.items() if name in units_after},
+    )
 
 
 def evaluate(config: RunConfig, plugins: Plugins) -> output.Evaluation:
