@@ -239,6 +239,11 @@ def test_the_single_rotation_of_a_llama_model_is_a_stock_checkpoint(tmp_path, co
     [
         (["--model", "tiny-gpt2", "--plugins", "slicegpt,probe"],
          "slicegpt does not support 'gpt2' models; supported: llama, mistral, qwen2, qwen3, opt, phi"),
+        (["--model", "tiny-gemma3_text", "--plugins", "slicegpt,probe"],
+         "slicegpt does not support 'gemma3_text' models: their layers normalise each block's output as well "
+         "as its input (4 norms per layer), and the scale of an output norm, between the block and the "
+         "residual stream, cannot be folded into a weight, so the stream cannot be rotated exactly; "
+         "supported: llama, mistral, qwen2, qwen3, opt, phi"),
         (["--model", "tiny-llama", "--plugins", "slicegpt,random"],
          "slicegpt slices the whole model and cannot share a run with the per-layer pruner random"),
         (["--model", "tiny-llama", "--plugins", "slicegpt,probe", "-o", "slicegpt.rotation=twice"],

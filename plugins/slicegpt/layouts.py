@@ -164,15 +164,35 @@ _PHI = Layout(
 LAYOUTS = (_LLAMA, _OPT, _PHI)
 
 
+def norms_per_layer(model: PreTrainedModel) -> int | None:
+    """How many norm modules a decoder layer holds directly (the first module list with one entry
+    per hidden layer is taken for the layers); ``None`` where no such list is found."""
+    count = getattr(model.config.get_text_config(), "num_hidden_layers", None)
+    for module in model.modules():
+        if isinstance(module, nn.ModuleList) and len(module) == count and count:
+            return sum("norm" in type(child).__name__.lower() for child in module[0].children())
+    return None
+
+
+SANDWICH_NORMS = (
+    "their layers normalise each block's output as well as its input ({norms} norms per layer), and the "
+    "scale of an output norm, between the block and the residual stream, cannot be folded into a weight, "
+    "so the stream cannot be rotated exactly"
+)
+
+
 def layout_for(model: PreTrainedModel) -> Layout:
-    """The layout of ``model``'s family, or a :class:`UsageError` naming the supported ones."""
+    """The layout of ``model``'s family, or a :class:`UsageError` naming the supported ones (and,
+    for a family whose layers normalise their blocks' outputs, why it cannot be supported)."""
     model_type = getattr(model.config, "model_type", None)
     for layout in LAYOUTS:
         if model_type in layout.model_types:
             layout.check(model)
             return layout
     supported = ", ".join(t for layout in LAYOUTS for t in layout.model_types)
-    raise UsageError(f"slicegpt does not support {model_type!r} models; supported: {supported}")
+    norms = norms_per_layer(model)
+    reason = f": {SANDWICH_NORMS.format(norms=norms)}" if norms is not None and norms > 2 else ""
+    raise UsageError(f"slicegpt does not support {model_type!r} models{reason}; supported: {supported}")
 
 
 _CLASSES: dict[tuple[type, type], type] = {}
