@@ -114,6 +114,9 @@ def derive(model: PreTrainedModel) -> DecoderArchitecture:
             reasons[Dimension.FFN] = "no config field sets the FFN width"
         field_name, factor = found or (None, 1)
         arch = _with(arch, ffn_field=field_name, ffn_field_factor=factor, reasons=reasons)
+    if Dimension.HEADS not in reasons and arch.head_shape(layer)[0] == 1:
+        reasons[Dimension.HEADS] = "the attention has one KV group, and a head is removed with its whole group"
+        arch = _with(arch, reasons=reasons)
     if Dimension.HEADS not in reasons and not _heads_fit_config(model, arch):
         reasons[Dimension.HEADS] = "the config cannot express fewer heads (the model derives the head width)"
         arch = _with(arch, reasons=reasons)

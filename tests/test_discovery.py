@@ -11,6 +11,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
 from prunekit.architectures import zero_removed_units
+from prunekit.errors import UsageError
 from prunekit.manager import get_plugins
 from prunekit.payloads import Dimension
 
@@ -83,3 +84,13 @@ def test_a_norm_inside_the_mlp_fails_the_replay_and_ffn_is_refused_with_the_reas
     assert Dimension.FFN not in architecture.dimensions
     assert "slicing ffn does not equal zeroing it" in architecture.reasons[Dimension.FFN]
     assert Dimension.HEADS in architecture.dimensions  # the attention is untouched and still offered
+
+
+def test_one_kv_group_offers_no_heads_and_says_why():
+    """Gemma 3 270M has one KV group: no heads ratio could remove anything, so none is accepted."""
+    config = HomebrewConfig(hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+                            num_key_value_heads=1, head_dim=16, vocab_size=257)
+    architecture = get_plugins().hooks([]).architecture_for(HomebrewForCausalLM(config).eval())
+    assert Dimension.HEADS not in architecture.dimensions and Dimension.FFN in architecture.dimensions
+    with pytest.raises(UsageError, match="heads into a stock checkpoint: the attention has one KV group"):
+        architecture.require(Dimension.HEADS)
