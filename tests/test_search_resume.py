@@ -90,7 +90,9 @@ def test_two_processes_share_one_study(tmp_path):
         assert worker.returncode == 0, stderr
     study = optuna.load_study(study_name="shared", storage=storage)
     trials = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
-    assert {t.user_attrs["worker"] for t in trials} == {f"{os.uname().nodename}:{w.pid}" for w in workers}
+    # which worker measures what is timing (a worker that starts late may find the grid done);
+    # that they share is what the counts show: unshared, each would measure all 8
+    assert {t.user_attrs["worker"] for t in trials} <= {f"{os.uname().nodename}:{w.pid}" for w in workers}
     keys = Counter(t.user_attrs["key"] for t in trials)
     assert len(keys) == 8  # the grid is covered between them
     assert sum(keys.values()) - len(keys) <= 1  # at most one configuration taken by both in a race
