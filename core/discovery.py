@@ -142,10 +142,11 @@ def _with(arch: DecoderArchitecture, **changes: Any) -> DecoderArchitecture:
 
 def _config_int(config: PretrainedConfig, name: str) -> int | None:
     value = getattr(config, name, None)
-    return value if _is_int(value) else None
+    return value if is_int(value) else None
 
 
-def _is_int(value: object) -> bool:
+def is_int(value: object) -> bool:
+    """An integer config value (``True`` is not a size)."""
     return isinstance(value, int) and not isinstance(value, bool)
 
 
@@ -255,7 +256,7 @@ def _ffn(layer: nn.Module, linears: dict[str, nn.Module], attention: str | None,
     writers = [n for n, m in outside.items() if out_features(m) == hidden and _in_features(m) != hidden and fed(n)]
     if len(writers) > 1:  # e.g. Gemma 3n's per-layer input projection beside the MLP: the config names the FFN
         values = [getattr(text, name, None) for name in FFN_FIELDS]
-        widths = {width for value in values for width in (value if isinstance(value, list) else [value]) if _is_int(width)}
+        widths = {width for value in values for width in (value if isinstance(value, list) else [value]) if is_int(width)}
         writers = [n for n in writers if _in_features(outside[n]) in widths] or writers
     if len(writers) != 1:
         return ("no projection writes the hidden width from another, fed from the hidden width" if not writers
@@ -325,7 +326,7 @@ def _ffn_field(model: PreTrainedModel, arch: DecoderArchitecture, text: Pretrain
         expected[f"{prefix}{arch.ffn_output}.weight"] = _weight_shape(layer.get_submodule(arch.ffn_output), hidden, narrower)
     factors = (1, 2) if arch.ffn_fused else (1,)
     holding = [name for name, value in text.to_dict().items()
-               if _is_int(value) and value in {width * factor for factor in factors}]
+               if is_int(value) and value in {width * factor for factor in factors}]
     for name in dict.fromkeys([*(f for f in FFN_FIELDS if hasattr(text, f)), *holding]):
         for factor in factors:
             shapes = _built_shapes(model, {name: narrower * factor})

@@ -30,6 +30,7 @@ from transformers import (
     Qwen3Config,
 )
 
+from prunekit.discovery import is_int
 from prunekit.errors import UsageError
 
 if TYPE_CHECKING:
@@ -135,7 +136,7 @@ def _shrunk(cls: type[PretrainedConfig], **overrides: Any) -> PretrainedConfig:
     """``cls`` with shrunk sizes, its sub-configs (text, vision, audio towers) shrunk alike."""
     default = cls()
     defaults = default.to_dict()
-    sizes: dict[str, Any] = {name: value for name, value in SHRUNK.items() if _is_int(defaults.get(name))}
+    sizes: dict[str, Any] = {name: value for name, value in SHRUNK.items() if is_int(defaults.get(name))}
     sizes.update({name: SHRUNK[name] for name in UNSET if name in defaults and defaults[name] is None})
     if "qk_rope_head_dim" in sizes and "head_dim" in sizes:
         sizes["head_dim"] = sizes["qk_rope_head_dim"]  # the rotary part is what head_dim sizes there
@@ -144,16 +145,12 @@ def _shrunk(cls: type[PretrainedConfig], **overrides: Any) -> PretrainedConfig:
         if sub is not None and hasattr(sub, "to_dict"):
             sizes[name] = _shrunk(type(sub))
     sizes.update({name: 0 for name in ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id")
-                  if _is_int(defaults.get(name))})
+                  if is_int(defaults.get(name))})
     if "layer_types" in defaults:
         sizes["layer_types"] = None  # derived again from the new depth
     if "is_decoder" in defaults:
         sizes["is_decoder"] = True  # encoder families (BERT...) run as causal decoders
     return cls(**sizes, **overrides)
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def tiny_model(family: str, seed: int = 0) -> PreTrainedModel:

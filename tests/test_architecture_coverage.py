@@ -29,6 +29,7 @@ from transformers.utils import logging as transformers_logging
 from prunekit import pipeline
 from prunekit.architectures import zero_removed_units
 from prunekit.config import RunConfig
+from prunekit.discovery import is_int
 from prunekit.errors import UsageError
 from prunekit.manager import get_plugins
 from prunekit.payloads import Dimension, ScoreRequest
@@ -84,8 +85,8 @@ def kind(family: str, config) -> str:
     every = fields({**config.to_dict(), **text.to_dict()})
     if getattr(config, "is_encoder_decoder", False):
         return "encoder-decoder"
-    if any(("expert" in name or name.rsplit(".", 1)[-1].startswith("moe")) and isinstance(value, int)
-           and not isinstance(value, bool) and value > 1 for name, value in every.items()):
+    if any(("expert" in name or name.rsplit(".", 1)[-1].startswith("moe")) and is_int(value) and value > 1
+           for name, value in every.items()):
         return "mixture of experts"
     kinds = set(getattr(text, "layer_types", None) or [])
     words = ("ssm", "mamba", "state_size", "conv_kernel", "linear_attn", "recurrent", "_cycles")
