@@ -101,12 +101,27 @@ def test_any_selector_drives_a_plain_optuna_study_as_its_sampler():
 def test_of_two_workers_choosing_the_same_configuration_at_once_the_later_trial_gives_way():
     study = SearchStudy(None, "race", ["maximize"])
     chosen, other = Candidate("random", {Dimension.FFN: 0.5}), Candidate("random", {Dimension.FFN: 0.3})
+    snapshot = study.snapshot()  # both workers choose from an empty study
     first, second, third = (study.study.ask() for _ in range(3))
     for trial, candidate in ((first, chosen), (second, chosen), (third, other)):
         trial.set_user_attr("candidate", candidate_attrs(candidate))
-    assert study.taken_earlier(second.number, chosen)
-    assert not study.taken_earlier(first.number, chosen)
-    assert not study.taken_earlier(third.number, other)
+    assert study.taken_since(snapshot, second.number, chosen)
+    assert not study.taken_since(snapshot, first.number, chosen)
+    assert not study.taken_since(snapshot, third.number, other)
+
+
+def test_a_worker_that_finished_the_configuration_since_the_choice_also_counts_as_taking_it():
+    """The race CI lost: the other worker chose, evaluated and finished the candidate between this
+    worker's choice and its trial, so no running trial holds it any more."""
+    study = SearchStudy(None, "race", ["maximize"])
+    chosen = Candidate("random", {Dimension.FFN: 0.5})
+    snapshot = study.snapshot()
+    quick = study.study.ask()
+    quick.set_user_attr("candidate", candidate_attrs(chosen))
+    study.study.tell(quick, [1.0])
+    late = study.study.ask()
+    assert study.taken_since(snapshot, late.number, chosen)
+    assert not study.taken_since(study.snapshot(), late.number, chosen)  # chosen knowing it: a repeat pull
 
 
 def test_a_new_sqlite_storage_waits_while_another_process_creates_its_tables(tmp_path):

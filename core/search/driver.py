@@ -30,7 +30,7 @@ from prunekit.payloads import Candidate, SelectRequest, Selection, Trial
 from prunekit.search.budget import LatencyBudget, Timing
 from prunekit.search.objective import Objective
 from prunekit.search.quality import LOSS_TASK, Reference
-from prunekit.search.study import SearchStudy, SelectorSampler, candidate_attrs, suggest, worker
+from prunekit.search.study import SearchStudy, SelectorSampler, Snapshot, candidate_attrs, suggest, worker
 
 if TYPE_CHECKING:
     from prunekit.config import RunConfig
@@ -146,6 +146,7 @@ class SearchLoop:
             announce(f"trial {number} was cut off by a killed search; marked failed")
         self.cache = self._read_cache()
         self._reference: Reference | None = None
+        self._chosen_from: Snapshot | None = None  # the study the sampler's choice was made from
 
     # --- shared state ---------------------------------------------------------------------------
 
@@ -181,8 +182,8 @@ class SearchLoop:
                 known[candidate.key] = self.value(timing)
         return known
 
-    def request(self, exclude: int | None = None) -> SelectRequest:
-        history = self.study.history()
+    def request(self, snapshot: Snapshot) -> SelectRequest:
+        history = snapshot.history
         spent = evaluations_spent(history)
         return SelectRequest(
             candidates=self.candidates,
@@ -194,13 +195,14 @@ class SearchLoop:
             budget=None if self.budget is None else self.budget.limit,
             latency=self.latency(self.study.timings()),
             evaluations_left=None if self.max_batches is None else max(0, self.max_batches - spent),
-            pending=self.study.pending(exclude),
+            pending=snapshot.pending,
             seed=self.config.seed,
             space=self.space,
         )
 
     def _choose(self, _study: object) -> Selection:
-        request = self.request()
+        self._chosen_from = self.study.snapshot()
+        request = self.request(self._chosen_from)
         selection = self.hooks.select_ratio(request)
         if selection is None:
             raise UsageError(
@@ -266,18 +268,18 @@ class SearchLoop:
 
     def step(self, selection: Selection) -> Trial | None:
         """Evaluate the selection's next candidate in a new trial of the study (``None``: another
-        worker took the same candidate at the same moment, and this one gave way)."""
+        worker took the same candidate since this one chose it, and this one gave way)."""
         trial = self.study.study.ask()
         candidate = suggest(trial, self.space)
         # One write makes the trial pending for other workers and names its owner, so a search
         # killed before the next write still leaves a trial fail_abandoned can attribute; and the
         # other workers see it as soon as possible after the choice (they avoid pending ones).
         trial.set_user_attr("candidate", candidate_attrs(candidate) | {"worker": worker()})
-        if self.study.taken_earlier(trial.number, candidate):
-            # Two workers chose between each other's writes; the later trial gives way.
+        if self.study.taken_since(self._chosen_from, trial.number, candidate):
+            # Another worker took it between this choice and this trial; the later trial gives way.
             self.study.study.tell(trial, state=TrialState.FAIL)
             self.sampler.forget()
-            self.announce(f"trial {trial.number}: {candidate.key} is being evaluated by another worker; choosing again")
+            self.announce(f"trial {trial.number}: {candidate.key} was taken by another worker; choosing again")
             return None
         trial.set_user_attr("worker", worker())
         trial.set_user_attr("key", candidate.key)

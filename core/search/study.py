@@ -24,6 +24,7 @@ import logging
 import os
 import socket
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import optuna
@@ -148,6 +149,15 @@ def trial_payload(frozen: optuna.trial.FrozenTrial) -> Trial | None:
     )
 
 
+@dataclass(frozen=True)
+class Snapshot:
+    """The study as one read saw it (:meth:`SearchStudy.snapshot`)."""
+
+    history: list[Trial]
+    pending: list[Candidate]  # what other workers are evaluating
+    seen: frozenset[int]  # the trials that held a configuration when it was read
+
+
 # --- the sampler -----------------------------------------------------------------------------------
 
 
@@ -266,22 +276,25 @@ class SearchStudy:
         trials = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         return [payload for payload in map(trial_payload, trials) if payload is not None]
 
-    def pending(self, exclude: int | None = None) -> list[Candidate]:
-        """What other workers are evaluating now."""
-        running = self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-        return [
-            candidate_from_attrs(t.user_attrs["candidate"])
-            for t in running
-            if t.number != exclude and "candidate" in t.user_attrs
-        ]
+    def snapshot(self) -> Snapshot:
+        """The finished and the pending trials as one read of the storage sees them: what a
+        selector chooses from, and what :meth:`taken_since` compares against afterwards."""
+        trials = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
+        history = [payload for payload in map(trial_payload, trials) if payload is not None]
+        holding = [t for t in trials if "candidate" in t.user_attrs]
+        pending = [candidate_from_attrs(t.user_attrs["candidate"]) for t in holding if t.state == TrialState.RUNNING]
+        return Snapshot(history, pending, frozenset(t.number for t in holding))
 
-    def taken_earlier(self, number: int, candidate: Candidate) -> bool:
-        """Whether a running trial numbered below ``number`` (another worker's) holds ``candidate``."""
-        running = self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    def taken_since(self, snapshot: Snapshot, number: int, candidate: Candidate) -> bool:
+        """Whether another worker took ``candidate`` after ``snapshot`` was read and before trial
+        ``number`` was opened for it: a trial numbered below ``number``, running or finished, that
+        the snapshot did not hold. Checking only running trials misses a worker so quick that it
+        finished the candidate in that interval (seen on CI: two configurations measured twice)."""
+        trials = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
         return any(
-            t.number < number and "candidate" in t.user_attrs
+            t.number < number and t.number not in snapshot.seen and "candidate" in t.user_attrs
             and candidate_from_attrs(t.user_attrs["candidate"]).key == candidate.key
-            for t in running
+            for t in trials
         )
 
     def fail_abandoned(self) -> list[int]:
