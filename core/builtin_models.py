@@ -52,6 +52,10 @@ class BuiltinModel:
     """The dtype the checkpoint is stored in (and a compressed model saved in)."""
     seconds: int
     """About how long the conversion takes on two CPU cores, for the log line."""
+    hub_id: str
+    """The Hub id of the model the GGUF file was made from: a compressed model card's ``base_model``."""
+    license: str
+    """Its licence as the Hub names it (``apache-2.0``, ``gemma``), for the compressed model's card."""
     config: dict[str, Any] = field(default_factory=dict)
     """Config values the GGUF metadata gets wrong, set before the plain model is built."""
     generation: dict[str, Any] = field(default_factory=dict)

@@ -43,6 +43,8 @@ MODEL = BuiltinModel(
     sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
     dtype="bfloat16",
     seconds=45,
+    hub_id="google/gemma-3-270m",
+    license="gemma",
     config={"rms_norm_eps": 1e-6},
     generation={"eos_token_id": [1, 106]},
 )

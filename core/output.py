@@ -267,11 +267,17 @@ def write_text(target: Path, text: str) -> None:
 
 
 def write_report(report: Report, directory: Path) -> None:
+    """``report.json``, ``report.md`` (with the recovery plot) and the saved model's card."""
     write_text(directory / "report.json", report.model_dump_json(indent=2) + "\n")
     found = recovery_curves(report.recovery)
     if found:
         plot_curves(found, directory / RECOVERY_PLOT)
-    write_text(directory / "report.md", render_markdown(report))
+    card = None
+    if (directory / "model").is_dir():
+        from prunekit.modelcard import write_card
+
+        card = write_card(report, directory / "model").relative_to(directory).as_posix()
+    write_text(directory / "report.md", render_markdown(report, card))
 
 
 RECOVERY_PLOT = "recovery.png"
@@ -432,10 +438,12 @@ def reach_line(params: Params, dimensions: list[str]) -> str | None:
             f"{share['outside_layers']:.1%} lie outside the decoder layers (embeddings, head, final norm)")
 
 
-def render_markdown(report: Report) -> str:
+def render_markdown(report: Report, card: str | None = None) -> str:
+    """``report.md``; ``card``: the saved model's card (``model/README.md``) to link."""
     lines = [
         f"# prunekit run: {report.model}",
         "",
+        *([f"- model card: [{card}]({card})"] if card else []),
         f"- plugins: {', '.join(report.plugins) or 'none'}",
         f"- ratio: {report.ratio:g}" + _per_dimension(report.config.ratios),
         f"- parameters: {report.params.before:,} → {report.params.after:,} "

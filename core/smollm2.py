@@ -19,6 +19,8 @@ MODEL = BuiltinModel(
     sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
     dtype="float16",
     seconds=40,
+    hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
+    license="apache-2.0",
 )
 NAME = MODEL.name
 checkpoint_dir = MODEL.checkpoint_dir

@@ -1,0 +1,212 @@
+"""``model/README.md``: a Hugging Face model card for every saved model.
+
+A compressed checkpoint travels without its run directory (uploaded to the Hub, copied to
+another machine), and then ``report.json`` no longer sits beside it to say what it is. The card
+says it where the Hub and every Hugging Face tool look: a YAML header (``base_model``, tags,
+``library_name``, ``pipeline_tag``) that links the model to the one it was compressed from, and a
+body with how it was compressed, the report's before and after measurements, and how to load it.
+
+huggingface_hub's :class:`~huggingface_hub.ModelCard` and :class:`~huggingface_hub.ModelCardData`
+write the header and check it parses, so no YAML is written by hand here; the body reuses the
+report's own rows (:func:`prunekit.output.metric_rows`), so the card's figures are the report's.
+huggingface_hub is imported inside the functions: only writing a card needs it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from prunekit import output
+
+if TYPE_CHECKING:
+    from huggingface_hub import ModelCard
+
+    from prunekit.output import Report
+
+CARD = "README.md"
+"""The card's file name inside ``model/``: where the Hub reads a model card from."""
+TAGS = ("prunekit", "pruning", "structured-pruning")
+
+
+def _is_hub_id(name: str, *, owner: bool = False) -> bool:
+    """Whether ``name`` is shaped like a Hub id (``owner/name``, or a bare legacy name unless
+    ``owner`` is required) rather than a filesystem path."""
+    from prunekit.models import HUB_ID
+
+    return bool(HUB_ID.match(name)) and (not owner or "/" in name) and not Path(name).expanduser().exists()
+
+
+def _declared_base(directory: Path) -> str | None:
+    """The Hub id a local checkpoint names as its origin: its config's ``_name_or_path`` where that
+    is a Hub id, else the ``base_model`` of its own model card (a prunekit output compressed again)."""
+    config = directory / "config.json"
+    try:
+        name = json.loads(config.read_text()).get("_name_or_path") if config.is_file() else None
+    except (OSError, ValueError):
+        name = None
+    if isinstance(name, str) and _is_hub_id(name, owner=True):
+        return name
+    if (directory / CARD).is_file():
+        from huggingface_hub import ModelCard
+
+        try:
+            declared = ModelCard.load(directory / CARD).data.base_model
+        except (OSError, ValueError):
+            return None
+        if isinstance(declared, str) and _is_hub_id(declared, owner=True):
+            return declared
+    return None
+
+
+def base_model(model: str) -> str | None:
+    """The Hub id of the model ``--model model`` compressed: a built-in real model's id, a Hub id
+    as given, what a local directory declares (see :func:`_declared_base`); ``None`` for the
+    random-weight ``tiny-*`` models and for a local directory that names no Hub id."""
+    from prunekit import tiny
+    from prunekit.models import BUILTIN
+
+    if model.startswith(tiny.PREFIX):
+        return None
+    if model in BUILTIN:
+        return BUILTIN[model].hub_id
+    path = Path(model).expanduser()
+    if path.is_dir():
+        return _declared_base(path)
+    return model if _is_hub_id(model) else None
+
+
+def _license(model: str) -> str | None:
+    from prunekit.models import BUILTIN
+
+    return BUILTIN[model].license if model in BUILTIN else None
+
+
+def _stderr(details: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Standard errors ``{task: {metric: value}}`` an evaluator recorded under ``details[...]["stderr"]``
+    (``zeroshot`` does, from lm-eval)."""
+    found: dict[str, dict[str, float]] = {}
+    for section in details.values():
+        if isinstance(section, dict) and isinstance(section.get("stderr"), dict):
+            for task, metrics in section["stderr"].items():
+                if isinstance(metrics, dict):
+                    found.setdefault(task, {}).update(metrics)
+    return found
+
+
+def _with_stderr(value: float | None, stderr: float | None) -> str:
+    text = output._fmt(value)
+    return f"{text} ± {output._fmt(stderr)}" if text and stderr is not None else text
+
+
+def _metric_lines(report: Report) -> list[str]:
+    before, after = report.metrics["before"], report.metrics["after"]
+    rows = output.metric_rows(before, after)
+    if not rows:
+        return ["No evaluator measured the model in this run."]
+    errors = {"before": _stderr(before.details), "after": _stderr(after.details)}
+
+    def error(stage: str, name: str) -> float | None:
+        task, _, metric = name.partition(" ")
+        return errors[stage].get(task, {}).get(metric)
+
+    lines = ["| metric | before | after | after / before |", "|---|---|---|---|"]
+    lines += [f"| {name} | {_with_stderr(b, error('before', name))} | {_with_stderr(a, error('after', name))} | "
+              f"{output._retention(b, a)} |" for name, b, a in rows]
+    if any(errors.values()):
+        lines += ["", "Task scores are given ± their standard error where the evaluator reports one (lm-eval does)."]
+    summary = output._summary_lines(report)
+    return lines + ([""] + summary[:-1] if summary else [])
+
+
+def _settings_lines(report: Report) -> list[str]:
+    config = report.config
+    measured = report.metrics["before"].details.keys() | report.metrics["after"].details.keys()
+    lines = []
+    for name, options in config.options.items():
+        if options and (name in report.plugins or name in measured):  # the settings of what took part
+            lines.append(f"- `{name}` options: {output._compact(options)}")
+    for dimension, section in report.pruning.items():
+        scalars = {k: v for k, v in (section or {}).items() if isinstance(v, (str, int, float, bool))}
+        if scalars:
+            lines.append(f"- {dimension} pruning: {output._compact(scalars)}")
+    if config.tasks:
+        lines.append(f"- zero-shot tasks: {', '.join(config.tasks)}" + (f" ({config.limit} examples each)" if config.limit else ""))
+    lines.append(f"- seed {config.seed}, dtype {config.dtype}, device {config.device}")
+    return lines
+
+
+def _load_lines(report: Report, directory: Path) -> list[str]:
+    path = str(directory)
+    tokenizer = any((directory / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json"))
+    if report.stock:
+        code = ["from transformers import AutoModelForCausalLM, AutoTokenizer", "",
+                f'model = AutoModelForCausalLM.from_pretrained("{path}")  # or its Hub id once uploaded']
+        intro = "A stock checkpoint: transformers loads it as it is, without `trust_remote_code`."
+    else:
+        code = ["import prunekit", "from transformers import AutoTokenizer", "",
+                f'model = prunekit.load("{path}")  # or a local copy of its Hub repository']
+        intro = ("Its layers differ from the stock architecture (per-layer sizes or a plugin's modules), "
+                 "so it loads with prunekit (`pip install prunekit`), as a transformers model.")
+    if tokenizer:
+        code.append(f'tokenizer = AutoTokenizer.from_pretrained("{path}")')
+    return [intro, "", "```python", *code, "```"]
+
+
+def render(report: Report, directory: Path) -> ModelCard:
+    """The model card of the checkpoint in ``directory`` that the run of ``report`` saved."""
+    from huggingface_hub import ModelCard, ModelCardData
+
+    base = base_model(report.model)
+    data = ModelCardData(
+        base_model=base,
+        license=_license(report.model),
+        library_name="transformers",
+        pipeline_tag="text-generation",
+        tags=list(dict.fromkeys([*TAGS, *report.plugins])),
+    )
+    params = report.params
+    source = f"[{base}](https://huggingface.co/{base})" if base else f"`{report.model}`"
+    plugins = " → ".join(f"`{name}`" for name in report.plugins) or "none"
+    body = [
+        f"# {report.model}, compressed by prunekit",
+        "",
+        f"{source} with structured slicing by prunekit {report.prunekit_version}: "
+        f"{params.before:,} → {params.after:,} parameters ({params.reduction:.1%} fewer).",
+        "",
+        "## How it was compressed",
+        "",
+        f"- model: `{report.model}`" + (f" (Hub id `{base}`)" if base and base != report.model else ""),
+        f"- plugins, in order: {plugins}",
+        f"- ratio: {report.ratio:g}" + output._per_dimension(report.config.ratios),
+        f"- sliced: {', '.join(report.pruning) or 'nothing'}",
+        *_settings_lines(report),
+        f"- prunekit {report.prunekit_version}; " + ", ".join(f"{k} {v}" for k, v in report.versions.items()),
+        "",
+        "## Parameters",
+        "",
+        "| parameters | before | after |",
+        "|---|---|---|",
+        f"| whole model | {params.before:,} | {params.after:,} |",
+        *[f"| {name} | {b:,} | {a:,} |" for name, b, a, _ in output.parameter_rows(params)],
+        "",
+        "## Evaluation",
+        "",
+        "Measured by the run on the uncompressed model (before) and on this one (after), the same way:",
+        "",
+        *_metric_lines(report),
+        "",
+    ]
+    details = report.metrics["after"].details
+    if details:
+        body += ["How it was measured:", "", *[f"- {name}: {output._compact(value)}" for name, value in details.items()], ""]
+    body += ["## How to load it", "", *_load_lines(report, directory), ""]
+    return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(body))
+
+
+def write_card(report: Report, directory: Path) -> Path:
+    """Write ``directory/README.md`` (atomically) for the model the run of ``report`` saved there."""
+    target = directory / CARD
+    output.write_text(target, str(render(report, directory)))
+    return target
