@@ -48,7 +48,8 @@ from prunekit.output import package_versions  # noqa: E402
 from prunekit.payloads import Dimension, RecoverRequest, ScoreRequest  # noqa: E402
 from prunekit.pipeline import count_parameters  # noqa: E402
 from prunekit.plugins.evaluators import perplexity, zeroshot  # noqa: E402
-from prunekit.plugins.slicegpt import SliceGPTOptions, keeps_full_ends  # noqa: E402
+from prunekit.plugins.slicegpt import SliceGPTOptions  # noqa: E402
+from prunekit.plugins.slicegpt.compress import keeps_full_ends  # noqa: E402
 from prunekit.plugins.slicegpt.fusion import head_is_tied, untie_head  # noqa: E402
 from prunekit.plugins.slicegpt.layouts import layout_for  # noqa: E402
 from prunekit.plugins.slicegpt.rotation import sliced_width  # noqa: E402

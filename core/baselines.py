@@ -39,7 +39,6 @@ from prunekit.builtin_models import cache_root
 from prunekit.data import shared_data_dir
 from prunekit.hooks import merge_metrics
 from prunekit.manager import DEFAULT_PLUGINS
-from prunekit.models import fingerprint
 from prunekit.output import Baseline
 from prunekit.payloads import EvalRequest, Metrics
 
@@ -133,6 +132,8 @@ def _write(path: Path, key: dict[str, Any], metrics: Metrics) -> None:
 
 def evaluate_before(hooks: Hooks, plugins: Plugins, request: EvalRequest) -> tuple[Metrics, Baseline]:
     """The uncompressed model's metrics: cached ones read back, the rest measured (and cached)."""
+    from prunekit.models import fingerprint
+
     evaluators = hooks.evaluators()
     codes = {name: _code_identity(plugins, name) for name in evaluators}
     use_cache = os.environ.get(DISABLE_ENV, "") in ("", "0") and any(codes.values())

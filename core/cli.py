@@ -19,7 +19,7 @@ from rich.logging import RichHandler
 from rich.table import Table
 from rich.text import Text
 
-from prunekit import __version__
+from prunekit import __version__, hub
 from prunekit.cli_shared import (
     ConfigOpt,
     DeviceOpt,
@@ -60,6 +60,7 @@ def main_options(
     ] = False,
     verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, help="-v info, -vv debug.")] = 0,
 ) -> None:
+    hub.offline_by_default()  # every command starts offline: only a Hub name goes online (prunekit.hub)
     level = {0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG)
     logging.basicConfig(
         level=level,
@@ -69,14 +70,17 @@ def main_options(
     )
     # Progress is ours to show (rich, on stderr, hideable); transformers' own bars and advisory
     # warnings would break the one-line error contract, so they appear only with -vv.
-    from transformers.utils import logging as hf_logging
-
     if verbose < 2:
-        hf_logging.disable_progress_bar()
-        hf_logging.set_verbosity_error()
         logging.getLogger("lm_eval").setLevel(logging.ERROR)  # advice meant for its own CLI users
-        # datasets (imported later, when text is first read) shows a bar per split it generates
-        os.environ["HF_DATASETS_DISABLE_PROGRESS_BARS"] = "1"
+        # Set in the variables that transformers, huggingface_hub and datasets (a bar per split it
+        # generates) read when imported, so that a command loading no model need not import them
+        os.environ.update(TRANSFORMERS_VERBOSITY="error", HF_HUB_DISABLE_PROGRESS_BARS="1",
+                          HF_DATASETS_DISABLE_PROGRESS_BARS="1")
+        if "huggingface_hub" in sys.modules:  # too late for the variables: the CLI called in-process
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()
+            hf_logging.set_verbosity_error()
         if "datasets" in sys.modules:
             sys.modules["datasets"].disable_progress_bars()
 
@@ -112,7 +116,7 @@ def run(
     if as_json:
         print(report.model_dump_json(indent=2))
         return
-    from prunekit.output import metric_rows, parameter_rows, reach_line
+    from prunekit.output import generation_lines, metric_rows, parameter_rows, reach_line, speedup_line
 
     table = Table(title=f"{report.model}  ratio {report.ratio:g}  plugins {', '.join(report.plugins)}")
     for column in ("", "before", "after"):
@@ -130,9 +134,8 @@ def run(
     if kept.average_retention is not None:
         stdout.print(f"Zero-shot average {kept.average_before:.4f} → {kept.average_after:.4f} "
                      f"({kept.average_retention:.1%} retained)", highlight=False)
-    if report.speedup:
-        stdout.print("Speedup " + ", ".join(f"{k.removesuffix('_tokens_per_s')} {v:.2f}×" for k, v in report.speedup.items()),
-                     highlight=False)
+    for line in filter(None, [speedup_line(report), *generation_lines(report)]):
+        stdout.print(("  " if line.startswith(("before", "after")) else "") + line, highlight=False, soft_wrap=True)
     stdout.print(f"Wrote {report.config.output}", highlight=False)
 
 

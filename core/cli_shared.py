@@ -16,7 +16,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 
-from prunekit.errors import UsageError
+from prunekit.errors import Interrupted, UsageError
 
 log = logging.getLogger("prunekit")
 stdout = Console()
@@ -26,7 +26,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def reports_errors(command: F) -> F:
-    """Bad input → one line and exit 2; a failure → one line and exit 1 (traceback with -v)."""
+    """Bad input → one line and exit 2; a failure → one line and exit 1 (traceback with -v);
+    Ctrl-C → one line saying what was kept, exit 130."""
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -37,6 +38,10 @@ def reports_errors(command: F) -> F:
             raise typer.Exit(2) from exc
         except (typer.Exit, typer.Abort):
             raise
+        except KeyboardInterrupt as exc:
+            kept = exc.kept if isinstance(exc, Interrupted) else "nothing of this command was saved"
+            stderr.print(f"Interrupted: {kept}.", markup=False, highlight=False, soft_wrap=True)
+            raise typer.Exit(130) from exc
         except Exception as exc:
             log.debug("traceback", exc_info=True)
             message = f"Error: {type(exc).__name__}: {exc}".splitlines()[0]

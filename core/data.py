@@ -5,7 +5,7 @@ with a text field), a directory of such files, or a Hub dataset ``name[:config]`
 ordinary way where a network exists. A source may end in a token-range selector ``[a%:b%]``
 (as in ``datasets``' split slicing, applied to the token stream), which is how one file serves
 both evaluation and training without overlap: perplexity reads ``wikitext2.test.raw[:50%]``,
-recovery trains on ``wikitext2.test.raw[50%:]``.
+recovery trains on ``wikitext2.test.raw[50%:]`` (the copy shipped in the package: :func:`default_text`).
 
 Documents are joined with a blank line and tokenized once per (tokenizer, source) into a token
 stream cached as safetensors under ``$PRUNEKIT_CACHE/tokens``; :func:`windows` and
@@ -17,16 +17,16 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import torch
-from safetensors.torch import load_file, save_file
-
+from prunekit import hub
 from prunekit.builtin_models import cache_root
 from prunekit.errors import UsageError
 
 if TYPE_CHECKING:
+    import torch
     from transformers import PreTrainedTokenizerBase
 
 DATA_ENV = "PRUNEKIT_DATA"
@@ -34,27 +34,28 @@ TEXT_SUFFIXES = (".txt", ".raw", ".md", ".text")
 JSON_SUFFIXES = (".json", ".jsonl")
 RANGE = re.compile(r"^(?P<source>.+?)\[(?P<start>\d+(?:\.\d+)?)?%?:(?P<end>\d+(?:\.\d+)?)?%?\]$")
 SEPARATOR = "\n\n"
-SHARED_TEXT = "wikitext2.test.raw"
+DEFAULT_TEXT = "wikitext2.test.raw"
+"""WikiText-2's raw test split, byte-exact, shipped in ``prunekit/text`` with its CC BY-SA 3.0
+attribution and licence: the default of every text option."""
 EVALUATION_HALF = "[:50%]"
 TRAINING_HALF = "[50%:]"
-"""Perplexity reads the first half of :data:`SHARED_TEXT`; calibration and recovery the second."""
+"""Perplexity reads the first half of :data:`DEFAULT_TEXT`; calibration and recovery the second."""
+
+
+def default_text(half: str) -> str:
+    """``half`` of the packaged :data:`DEFAULT_TEXT` as a source. Packaged rather than fetched, so
+    that the defaults need no network and no data folder: the same bytes as the benchmark data's
+    copy, so a figure measured with either is the same figure."""
+    return f"{Path(str(resources.files('prunekit') / 'text' / DEFAULT_TEXT))}{half}"
 
 
 def shared_data_dir() -> Path | None:
-    """The benchmark data folder: ``$PRUNEKIT_DATA``, else ``../shared/data`` from the working
-    directory (the project checkout's neighbour on the development machines), else ``None``."""
+    """The benchmark data folder (zero-shot task files): ``$PRUNEKIT_DATA``, else ``../shared/data``
+    from the working directory (the project checkout's neighbour on the development machines),
+    else ``None``."""
     configured = os.environ.get(DATA_ENV)
     candidate = Path(configured) if configured else Path.cwd().parent / "shared" / "data"
     return candidate if candidate.is_dir() else None
-
-
-def shared_text(half: str) -> str | None:
-    """``half`` of WikiText-2's test file in the shared data folder as a source, or ``None`` where
-    that file is not there (the plugins then fall back to the Hub)."""
-    folder = shared_data_dir()
-    if folder is None or not (folder / SHARED_TEXT).is_file():
-        return None
-    return f"{folder / SHARED_TEXT}{half}"
 
 
 def parse_source(source: str) -> tuple[str, float, float]:
@@ -96,6 +97,7 @@ def load_texts(source: str, *, split: str = "train", text_field: str = "text") -
     import datasets
 
     path = Path(source).expanduser()
+    unreachable = None
     try:
         if path.exists():
             files = _local_files(path)
@@ -109,12 +111,15 @@ def load_texts(source: str, *, split: str = "train", text_field: str = "text") -
             raise UsageError(f"data file not found: {source}")
         else:
             name, _, config = source.partition(":")
+            unreachable = hub.reach(f"dataset {name!r}")
             dataset = datasets.load_dataset(name, config or None, split=split)
     except UsageError:
         raise
     except Exception as exc:  # datasets raises many types for "not reachable" / "no such dataset"
-        reason = " ".join(str(exc).split())[:300]
-        raise UsageError(f"cannot load data {source!r}: {type(exc).__name__}: {reason}") from exc
+        reason = f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+        if unreachable is not None:
+            reason = f"it is not in the local datasets cache, or the Hub is unreachable ({unreachable}): {reason}"
+        raise UsageError(f"cannot load data {source!r}: {reason}") from exc
     if text_field not in dataset.column_names:
         raise UsageError(f"data {source!r} has no field {text_field!r}; its fields: {', '.join(dataset.column_names)}")
     return [text for text in dataset[text_field] if text]
@@ -139,6 +144,9 @@ def token_stream(
     tokenizer: PreTrainedTokenizerBase, source: str, *, split: str = "train", text_field: str = "text"
 ) -> torch.Tensor:
     """All of ``source`` as one 1-D int64 token tensor, or the ``[a%:b%]`` part of it."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
     base, start, end = parse_source(source)
     cache = cache_root() / "tokens" / f"{_cache_key(tokenizer, base, split, text_field)}.safetensors"
     if cache.is_file():
@@ -155,6 +163,8 @@ def token_stream(
 
 def windows(stream: torch.Tensor, length: int, count: int | None = None, stride: int | None = None) -> torch.Tensor:
     """Consecutive ``[n, length]`` windows starting every ``stride`` tokens (default: no overlap)."""
+    import torch
+
     stride = stride or length
     starts = range(0, len(stream) - length + 1, stride)
     if count is not None:
@@ -166,6 +176,8 @@ def windows(stream: torch.Tensor, length: int, count: int | None = None, stride:
 
 def sample_windows(stream: torch.Tensor, length: int, count: int, seed: int) -> torch.Tensor:
     """``count`` windows of ``length`` tokens at seeded random offsets (calibration samples)."""
+    import torch
+
     if len(stream) < length:
         raise UsageError(f"the text has {len(stream)} tokens, fewer than one sample of {length}")
     generator = torch.Generator().manual_seed(seed)

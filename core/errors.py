@@ -5,6 +5,32 @@ exception is a failure during the run (exit code 1). Raising it early, before an
 written, is how bad input "loses nothing".
 """
 
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
 
 class UsageError(Exception):
     """Bad input: unknown plugin, invalid config value, unsupported model, missing path..."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during a command, carrying what it kept and how to resume; the CLI prints that as
+    one line and exits 130 (128 + SIGINT, the shell's convention)."""
+
+    def __init__(self, kept: str) -> None:
+        super().__init__(kept)
+        self.kept = kept
+
+
+@contextmanager
+def keeps_on_interrupt(kept: str | Callable[[], str]) -> Iterator[None]:
+    """Turn Ctrl-C inside the block into :class:`Interrupted` saying ``kept`` (a callable is asked
+    when the interrupt comes, when what is on disk is known; an inner block's own word stands)."""
+    try:
+        yield
+    except Interrupted:
+        raise
+    except KeyboardInterrupt as exc:
+        raise Interrupted(kept() if callable(kept) else kept) from exc

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from prunekit import architectures
 from prunekit.payloads import Metrics
 
 if TYPE_CHECKING:
@@ -55,6 +54,8 @@ class Hooks:
         return adapters
 
     def architecture_for(self, model: PreTrainedModel) -> Architecture:
+        from prunekit import architectures
+
         return architectures.resolve(model, self.architectures())
 
     def has_pruner(self) -> bool:

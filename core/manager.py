@@ -6,6 +6,11 @@ from the entry-point group ``prunekit`` through pluggy's ``load_setuptools_entry
 entry point at a time, so that a plugin that fails to import, has a wrong hook signature or
 implements a hook that does not exist is recorded as a :class:`PluginFailure` and the others
 still load.
+
+Every command that reads the registry imports every plugin module, ``core plugins list`` and the
+check of a run's options included, so a module that pluggy registers imports torch, transformers
+and other heavy libraries inside its hook bodies (or through a module those import), never at its
+top: then these commands answer in a fraction of a second instead of seconds.
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ DEFAULT_PLUGINS: dict[str, str] = {
     "perplexity": "prunekit.plugins.evaluators.perplexity",
     "zeroshot": "prunekit.plugins.evaluators.zeroshot",
     "latency": "prunekit.plugins.evaluators.speed",
+    "generation": "prunekit.plugins.evaluators.generation",
     "magnitude": "prunekit.plugins.magnitude",
     "prunenet": "prunekit.plugins.prunenet",
     "activation": "prunekit.plugins.activation",

@@ -83,8 +83,9 @@ def load_model(name: str, dtype: str = "auto", device: str = "auto") -> LoadedMo
 def _from_pretrained(source: str | Path, dtype: torch.dtype) -> LoadedModel:
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    from prunekit import loading
+    from prunekit import hub, loading
 
+    unreachable = hub.reach(f"model {source!r}") if isinstance(source, str) else None
     try:
         config = AutoConfig.from_pretrained(source)
         stored = getattr(config, "dtype", None)  # loading rewrites it
@@ -94,6 +95,8 @@ def _from_pretrained(source: str | Path, dtype: torch.dtype) -> LoadedModel:
             model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
     except (OSError, ValueError) as exc:
         reason = " ".join(str(exc).split())
+        if unreachable is not None and not _cached(str(source)):
+            reason = f"it is not in the local Hugging Face cache, and the Hub is unreachable ({unreachable})"
         if "Unrecognized configuration class" in reason:  # transformers lists every class it maps (3 KB)
             reason = (f"{getattr(config, 'model_type', '?')!r} is not a decoder model that "
                       "AutoModelForCausalLM builds (an encoder-decoder or encoder family?)")
@@ -106,6 +109,13 @@ def _from_pretrained(source: str | Path, dtype: torch.dtype) -> LoadedModel:
         except (OSError, ValueError):
             pass
     return LoadedModel(model, tokenizer, stored if isinstance(stored, torch.dtype) else torch.float32)
+
+
+def _cached(repo_id: str) -> bool:
+    """Whether the local Hugging Face cache holds the config of Hub model ``repo_id``."""
+    from huggingface_hub import try_to_load_from_cache
+
+    return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
 
 
 def fingerprint(model: PreTrainedModel) -> str:

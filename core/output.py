@@ -208,6 +208,15 @@ class Report(BaseModel):
         """``after / before`` of each median throughput: above 1 means faster."""
         return speedup(self.metrics["before"], self.metrics["after"])
 
+    @computed_field
+    @property
+    def ideal_speedup(self) -> float | None:
+        """The decode speedup the removed weights allow at most: generating a token reads every
+        weight once (the LM head reads the whole embedding matrix where tied), so decoding bound
+        by memory bandwidth gains at most the ratio of weight bytes, before / after. Both are
+        stored in one dtype, so that is the ratio of parameters."""
+        return self.params.before / self.params.after if self.params.after else None
+
 
 class Evaluation(BaseModel):
     """What ``core eval`` prints: one model's metrics, measured as a run measures them."""
@@ -395,10 +404,31 @@ def _summary_lines(report: Report) -> list[str]:
             f"Zero-shot average ({scored_by}): {kept.average_before:.4f} → {kept.average_after:.4f}, "
             f"{kept.average_retention:.1%} retained (mean per-task retention {kept.mean_task_retention:.1%})."
         )
-    if report.speedup:
-        rates = ", ".join(f"{name.removesuffix('_tokens_per_s')} {value:.2f}×" for name, value in report.speedup.items())
-        lines.append(f"Speedup (after / before, median tokens/s): {rates}.")
+    speed = speedup_line(report)
+    if speed:
+        lines.append(speed)
+    lines += [f"- {line}" if line.startswith(("before", "after")) else line for line in generation_lines(report)]
     return lines + [""] if lines else []
+
+
+def speedup_line(report: Report) -> str | None:
+    """The measured speedups beside the ideal one (:attr:`Report.ideal_speedup`)."""
+    if not report.speedup:
+        return None
+    rates = ", ".join(f"{name.removesuffix('_tokens_per_s')} {value:.2f}×" for name, value in report.speedup.items())
+    ideal = "" if report.ideal_speedup is None else f"; ideal {report.ideal_speedup:.2f}× (weight bytes before / after)"
+    return f"Speedup (after / before, median tokens/s): {rates}{ideal}."
+
+
+def generation_lines(report: Report) -> list[str]:
+    """The ``generation`` evaluator's continuations of one prompt, before and after."""
+    found = {stage: report.metrics[stage].details.get("generation") for stage in ("before", "after")}
+    if not all(found.values()):
+        return []
+    first = found["before"]
+    lines = [f"Greedy continuation ({first['new_tokens']} tokens) of {first['prompt']!r}:"]
+    lines += [f"{stage}: {' '.join(shown['text'].split())!r}" for stage, shown in found.items()]
+    return lines
 
 
 def _per_dimension(ratios: dict) -> str:

@@ -14,18 +14,18 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-import torch
-from torch import nn
-
 from prunekit import __version__, baselines, memory, output
-from prunekit.errors import UsageError
-from prunekit.models import load_model
+from prunekit.builtin_models import cache_root
+from prunekit.errors import UsageError, keeps_on_interrupt
 from prunekit.payloads import Dimension, EvalRequest, RecoverRequest, ScoreRequest, SliceRequest
 from prunekit.progress import track
 from prunekit.slicing import keep_plan, kept_layers
 from prunekit.uncompressed import UncompressedLayers
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
+    from torch import nn
     from transformers import PreTrainedModel
 
     from prunekit.architectures import Architecture
@@ -72,6 +72,9 @@ def count_parameters(model: nn.Module) -> int:
 def _shape_copy(module: nn.Module) -> nn.Module:
     """A copy of ``module`` whose parameters and buffers are on the meta device: its shapes
     without its data, so it can be sliced for counting at no memory cost."""
+    import torch
+    from torch import nn
+
     memo: dict[int, object] = {}
     for tensor in module.parameters():
         memo[id(tensor)] = nn.Parameter(torch.empty_like(tensor, device="meta"), requires_grad=tensor.requires_grad)
@@ -84,6 +87,8 @@ def held_by_units(layers: nn.ModuleList, architecture: Architecture, dimension: 
     """The parameters the units of ``dimension`` hold in ``layers``: what slicing every unit
     away would remove, counted on shape-only copies of the layers. ``None`` where the adapter
     cannot slice a layer to nothing."""
+    import torch
+
     held = 0
     for layer in layers:
         shadow = _shape_copy(layer)
@@ -157,7 +162,9 @@ def recover(
 ) -> tuple[PreTrainedModel, list[output.RecoveryStep]]:
     """Run the recovery plugins in turn, each on the model the previous one returned; return the
     final model and one step per plugin with its report, seconds and the perplexity before and
-    after it (from the evaluators that measure at ``stage="recovery"``)."""
+    after it (from the evaluators that measure at ``stage="recovery"``). The last step's "after"
+    is left ``None`` for the caller to fill from the run's after-evaluation of the same model,
+    which would otherwise measure it twice (a perplexity costs about 15 s on 2 cores)."""
     model, steps = request.model, []
     if not recoverers:
         return model, steps
@@ -172,7 +179,7 @@ def recover(
         seconds = round(time.perf_counter() - start, 3)
         if recovered is not None:
             model = recovered.model
-        after = perplexity() if recovered is not None else before
+        after = before if recovered is None else (None if name == recoverers[-1] else perplexity())
         steps.append(output.RecoveryStep(
             plugin=name, report=recovered.report if recovered is not None else None, seconds=seconds,
             perplexity_before=before, perplexity_after=after,
@@ -197,7 +204,22 @@ def run(config: RunConfig, plugins: Plugins) -> output.Report:
             f"the per-layer pruner {', '.join(hooks.scorers())}; select one"
         )
     directory = output.run_directory(config)
+    with keeps_on_interrupt(lambda: f"no result was saved; {_kept(directory)}; "
+                                    f"rerun the same command with --output {directory} to resume"):
+        return _compress(config, plugins, hooks, directory)
+
+
+def _kept(directory: Path) -> str:
+    """What an interrupted run leaves for its rerun: training checkpoints in its directory, and
+    the caches every run shares (baseline metrics, trained PruneNet policies, tokenized text)."""
+    held = "training checkpoints in " + str(directory / "checkpoints") if (directory / "checkpoints").is_dir() else None
+    return ", ".join(filter(None, [held, f"finished baselines, policies and tokenized text in {cache_root()}"]))
+
+
+def _compress(config: RunConfig, plugins: Plugins, hooks: Hooks, directory: Path) -> output.Report:
     recoverers = hooks.recoverers(config.plugins)
+    from prunekit.models import load_model  # torch and transformers: once the input is known to be good
+
     clock = Stopwatch()
 
     with clock.stage("load"):
@@ -236,6 +258,8 @@ def run(config: RunConfig, plugins: Plugins) -> output.Report:
 
     with clock.stage("evaluate_after"):
         after = hooks.evaluate(EvalRequest(model, tokenizer, config, "after"))
+    if recovery and recovery[-1].perplexity_after is None:
+        recovery[-1].perplexity_after = after.perplexity
 
     directory.mkdir(parents=True, exist_ok=True)
     with clock.stage("save"):
@@ -282,6 +306,8 @@ def evaluate(config: RunConfig, plugins: Plugins) -> output.Evaluation:
     """Measure one model as it is with the active evaluators (``core eval``)."""
     hooks = plugins.hooks(config.plugins)
     config = plugins.resolve_options(with_evaluator_options(config, hooks.evaluators()))
+    from prunekit.models import load_model  # torch and transformers: once the input is known to be good
+
     loaded = load_model(config.model, dtype=config.dtype, device=config.device)
     metrics = hooks.evaluate(EvalRequest(loaded.model, loaded.tokenizer, config, "after"))
     return output.Evaluation(

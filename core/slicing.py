@@ -12,12 +12,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-import torch
-
 from prunekit import hookimpl
 from prunekit.payloads import Dimension
 
 if TYPE_CHECKING:
+    import torch
     from transformers import PreTrainedModel
 
     from prunekit.architectures import Architecture
@@ -43,6 +42,8 @@ def keep_plan(
     in the pruner, reported with the layer it concerns rather than sliced into a wrong model.
     Depth scores are left to :func:`kept_layers`.
     """
+    import torch
+
     layers = list(architecture.layers(model))
     plan: list[dict[Dimension, torch.Tensor]] = [{} for _ in layers]
     for importance in importances:
@@ -75,6 +76,8 @@ def kept_layers(importances: list[Importance], ratio: float, layer_count: int) -
     score, or ``None`` when no pruner scored depth.
 
     Checked like :func:`keep_plan`: exactly one finite score per layer, from one importance."""
+    import torch
+
     depth = [importance for importance in importances if importance.dimension is Dimension.LAYERS]
     if not depth:
         return None

@@ -20,13 +20,13 @@ import tempfile
 from collections.abc import Iterator
 from itertools import chain
 from pathlib import Path
-
-import torch
-from accelerate.utils import set_module_tensor_to_device
-from safetensors.torch import load_file, save_file
-from torch import nn
+from typing import TYPE_CHECKING
 
 from prunekit.payloads import Dimension
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 
 class UncompressedLayers:
@@ -43,6 +43,8 @@ class UncompressedLayers:
 
         Buffers are written too, non-persistent ones included, so the rebuilt layer runs exactly
         as the original did."""
+        from safetensors.torch import save_file
+
         tensors = {name: tensor.detach().cpu().contiguous()
                    for name, tensor in chain(layer.named_parameters(), layer.named_buffers())}
         save_file(tensors, self._path(index))
@@ -55,6 +57,9 @@ class UncompressedLayers:
 
     def layer(self, index: int, device: torch.device | str) -> nn.Module:
         """A fresh copy of the uncompressed layer ``index`` on ``device``, in eval mode."""
+        from accelerate.utils import set_module_tensor_to_device
+        from safetensors.torch import load_file
+
         if index not in self._skeletons:
             raise KeyError(f"layer {index} was not recorded before slicing")
         layer = copy.deepcopy(self._skeletons[index])

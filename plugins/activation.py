@@ -20,18 +20,18 @@ adaptive widths and bias compensation would need a non-stock model or new biases
 from __future__ import annotations
 
 import time
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import torch
 from pydantic import BaseModel, Field
 
 from prunekit import hookimpl
-from prunekit.architectures import head_rows, input_weight_columns
 from prunekit.errors import UsageError
 from prunekit.payloads import Dimension, Importance, ScoreRequest
-from prunekit.layer_inputs import capture_inputs
 from prunekit.plugins.calibration import CalibrationOptions, calibration_samples, resolve
 from prunekit.progress import track
+
+if TYPE_CHECKING:
+    import torch
 
 NAME = "activation"
 
@@ -67,6 +67,8 @@ class FeatureStatistics:
         self.squares = self.squares + features.square().sum(0)
 
     def scores(self, module: torch.nn.Module, metric: str) -> torch.Tensor:
+        from prunekit.architectures import input_weight_columns
+
         columns = input_weight_columns(module).detach().double().norm(dim=0)
         if metric == "norm":
             return columns * self.squares.sqrt()
@@ -78,6 +80,10 @@ class FeatureStatistics:
 def unit_scores(architecture, layer, dimension: Dimension, feature_scores: torch.Tensor) -> torch.Tensor:
     """Sum feature scores over each unit's features: channels are single features, a KV group
     owns its query heads' ``head_dim`` features each."""
+    import torch
+
+    from prunekit.architectures import head_rows
+
     if dimension is Dimension.FFN:
         return feature_scores
     groups, per_group, head_dim = architecture.head_shape(layer)
@@ -86,8 +92,11 @@ def unit_scores(architecture, layer, dimension: Dimension, feature_scores: torch
 
 
 @hookimpl
-@torch.no_grad()
 def score_importance(request: ScoreRequest) -> list[Importance]:
+    import torch
+
+    from prunekit.layer_inputs import capture_inputs
+
     options = ActivationOptions.model_validate(request.options(NAME))
     architecture, model = request.architecture, request.model
     unsupported = [d.value for d in options.dimensions if d not in architecture.dimensions or d is Dimension.LAYERS]
@@ -97,16 +106,17 @@ def score_importance(request: ScoreRequest) -> list[Importance]:
     samples = calibration_samples(request.tokenizer, options, calibration)
     start = time.perf_counter()
     layers = architecture.layers(model)
-    inputs = capture_inputs(model, layers, samples, options.batch_size)
-    scores: dict[Dimension, list[torch.Tensor]] = {dimension: [] for dimension in options.dimensions}
-    for index, layer in enumerate(track(layers, "calibrating layers")):
-        statistics = {d: FeatureStatistics() for d in options.dimensions}
-        handles = [architecture.output_projection(layer, d).register_forward_pre_hook(statistics[d])
-                   for d in options.dimensions]
-        inputs.advance(index, layer, handles)
-        for dimension, stats in statistics.items():
-            features = stats.scores(architecture.output_projection(layer, dimension), options.metric)
-            scores[dimension].append(unit_scores(architecture, layer, dimension, features).float().cpu())
+    with torch.no_grad():
+        inputs = capture_inputs(model, layers, samples, options.batch_size)
+        scores: dict[Dimension, list[torch.Tensor]] = {dimension: [] for dimension in options.dimensions}
+        for index, layer in enumerate(track(layers, "calibrating layers")):
+            statistics = {d: FeatureStatistics() for d in options.dimensions}
+            handles = [architecture.output_projection(layer, d).register_forward_pre_hook(statistics[d])
+                       for d in options.dimensions]
+            inputs.advance(index, layer, handles)
+            for dimension, stats in statistics.items():
+                features = stats.scores(architecture.output_projection(layer, dimension), options.metric)
+                scores[dimension].append(unit_scores(architecture, layer, dimension, features).float().cpu())
     report = {
         "criterion": {"norm": "||W_col|| * ||X|| (Wanda-sp)", "fluctuation": "Var(X) * ||W_col||^2 (FLAP)"}[options.metric],
         "calibration": calibration.report(),

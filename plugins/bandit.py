@@ -34,13 +34,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
-from scipy import stats
 
 from prunekit import hookimpl
 from prunekit.payloads import Candidate, SelectRequest, Selection
+
+if TYPE_CHECKING:
+    import numpy as np
 
 NAME = "bandit"
 PRIOR_DEGREES = 2.0
@@ -75,6 +77,8 @@ class Bandit:
     """One decision of the bandit, from the state of the search."""
 
     def __init__(self, request: SelectRequest, options: BanditOptions) -> None:
+        import numpy as np
+
         if request.space is None:
             raise ValueError("the bandit needs the search space in the request")
         self.request = request
@@ -117,6 +121,8 @@ class Bandit:
         return sum(math.log1p(r) for r in arm.ratios.values())
 
     def _features(self, arm: Candidate) -> np.ndarray:
+        import numpy as np
+
         dims = self.space.pruners[arm.plugin]
         return np.array([1.0, *(math.log1p(arm.ratios[d]) for d in dims)])
 
@@ -150,6 +156,8 @@ class Bandit:
 
         Needs two more arms than the law has terms (so that its misfit is measured), and trusts a
         pull no more than the batches' own spread ``sigma`` allows."""
+        import numpy as np
+
         points = [
             (self._features(self.arms[key]), math.log(max(est.mean, 1e-9)), est.pulls)
             for key, est in observed.items()
@@ -203,6 +211,8 @@ class Bandit:
     def explore(self, unknown: list[Candidate], live: list[Candidate]) -> Candidate:
         """The unknown arm farthest from the pulled arms of its pruner (the least compressed first),
         from the pruner with the fewest pulled arms."""
+        import numpy as np
+
         pulled = [arm for arm in live if self.measured[arm.key]]
 
         def priority(arm: Candidate) -> tuple:
@@ -214,6 +224,8 @@ class Bandit:
         return max(unknown, key=priority)
 
     def select(self) -> Selection:
+        from scipy import stats
+
         arms = list(self.arms.values())
         status = {arm.key: self.status(arm) for arm in arms}
         live = [arm for arm in arms if status[arm.key] is not False]

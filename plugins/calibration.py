@@ -25,16 +25,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from prunekit import data
 from prunekit.errors import UsageError
 
 if TYPE_CHECKING:
+    import torch
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-HUB_SOURCE = "Salesforce/wikitext:wikitext-2-raw-v1"
 GPU_DEFAULTS = (128, 2048)
 CPU_DEFAULTS = (32, 512)
 
@@ -48,7 +47,7 @@ class CalibrationOptions(BaseModel):
         default=None,
         description="Text to calibrate on: a local .txt/.raw/.json/.jsonl file or folder, or a Hub "
         "dataset name[:config], optionally with a token range such as [50%:]. Default: "
-        f"{data.SHARED_TEXT}{data.TRAINING_HALF} from the shared data folder, else {HUB_SOURCE}.",
+        f"{data.DEFAULT_TEXT}{data.TRAINING_HALF}, shipped with prunekit.",
     )
     text_field: str = Field(default="text", description="The text field of JSON / Hub records.")
     split: str = Field(default="train", description="The split of a Hub dataset.")
@@ -82,8 +81,8 @@ class Calibration:
 
 
 def default_source() -> str:
-    """The half of the shared WikiText-2 file that perplexity does not read, else the Hub's."""
-    return data.shared_text(data.TRAINING_HALF) or HUB_SOURCE
+    """The half of the packaged WikiText-2 file that perplexity does not read."""
+    return data.default_text(data.TRAINING_HALF)
 
 
 def resolve(options: CalibrationOptions, model: PreTrainedModel, run_seed: int) -> Calibration:

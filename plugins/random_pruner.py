@@ -6,7 +6,6 @@ scores from a generator seeded by the run's ``seed`` make the top-k a uniform ra
 
 from __future__ import annotations
 
-import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from prunekit import hookimpl
@@ -38,6 +37,8 @@ def plugin_options() -> type[BaseModel]:
 
 @hookimpl
 def score_importance(request: ScoreRequest) -> list[Importance]:
+    import torch
+
     options = RandomOptions.model_validate(request.options("random"))
     generator = torch.Generator().manual_seed(request.config.seed)
     layers = request.architecture.layers(request.model)

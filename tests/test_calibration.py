@@ -8,6 +8,7 @@ import pytest
 import torch
 from pydantic import ValidationError
 
+from prunekit import data
 from prunekit.errors import UsageError
 from prunekit.manager import get_plugins
 from prunekit.plugins import calibration
@@ -57,16 +58,11 @@ def test_samples_from_jsonl_read_the_chosen_field(tmp_path):
     assert all(tokenizer().decode(sample).replace("\n\n", "\n") in TEXT for sample in samples)
 
 
-def test_defaults_scale_to_the_device_and_read_the_shared_wikitext_tail(tmp_path, monkeypatch):
-    (tmp_path / "data").mkdir()
-    (tmp_path / "data" / "wikitext2.test.raw").write_text(TEXT)
-    monkeypatch.setenv("PRUNEKIT_DATA", str(tmp_path / "data"))
+def test_defaults_scale_to_the_device_and_read_the_packaged_wikitext_tail():
     resolved = resolve(CalibrationOptions(), tiny_model("llama"), run_seed=7)
     assert (resolved.count, resolved.length) == calibration.CPU_DEFAULTS
-    assert resolved.source == f"{tmp_path / 'data' / 'wikitext2.test.raw'}[50%:]"
+    assert resolved.source == data.default_text("[50%:]")
     assert resolved.seed == 7
-    monkeypatch.setenv("PRUNEKIT_DATA", str(tmp_path / "nowhere"))
-    assert resolve(CalibrationOptions(), tiny_model("llama"), run_seed=0).source == calibration.HUB_SOURCE
 
 
 def test_a_sample_longer_than_the_model_can_read_is_bad_input():

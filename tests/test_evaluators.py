@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from prunekit import hookimpl
 from prunekit.cli import app
-from prunekit.data import token_stream
+from prunekit.data import default_text, token_stream
 from prunekit.errors import UsageError
 from prunekit.output import retention, speedup
 from prunekit.payloads import Metrics
@@ -105,13 +105,6 @@ def test_perplexity_evaluator_reads_its_text_and_records_how(text_file, tiny_mod
         "tokens_scored": expected.tokens, "batch_size": 1,
     }
     assert metrics["latency"] == {} and metrics["tasks"] == {}  # only the named evaluator measured
-
-
-def test_default_text_is_the_first_half_of_the_benchmark_wikitext(tmp_path, monkeypatch):
-    monkeypatch.setenv("PRUNEKIT_DATA", str(tmp_path))
-    assert perplexity.default_source() == perplexity.HUB_SOURCE
-    (tmp_path / "wikitext2.test.raw").write_text(" = Title = \n")
-    assert perplexity.default_source() == f"{tmp_path / 'wikitext2.test.raw'}[:50%]"
 
 
 def test_default_window_fits_the_model_context(tiny_model):
@@ -229,18 +222,23 @@ def test_run_reports_before_after_retention_speedup_and_caches_the_baseline(tmp_
     assert first["speedup"]["decode_tokens_per_s"] == pytest.approx(
         after["latency"]["decode_tokens_per_s"] / before["latency"]["decode_tokens_per_s"])
     assert first["retention"]["tasks"] == {}  # no tasks given: zero-shot did not measure
-    assert first["baseline"]["cached"] == [] and set(first["baseline"]["measured"]) == {"perplexity", "latency"}
+    assert first["baseline"]["cached"] == []
+    assert set(first["baseline"]["measured"]) == {"perplexity", "latency", "generation"}
+    assert first["ideal_speedup"] == pytest.approx(first["params"]["before"] / first["params"]["after"])
+    shown = {stage: first["metrics"][stage]["details"]["generation"] for stage in ("before", "after")}
+    assert shown["before"]["prompt"] == shown["after"]["prompt"] and shown["before"]["text"] != shown["after"]["text"]
     assert first["config"]["options"]["perplexity"]["windows"] == 2  # resolved settings recorded
     assert first["config"]["options"]["latency"]["repeats"] == 2
     assert first["disk_bytes"]["before"] is None and first["disk_bytes"]["after"] > 0
     markdown = (out / "report.md").read_text()
     assert "| perplexity |" in markdown and "| loss |" in markdown and "Speedup (after / before" in markdown
     assert "baseline (before): " in markdown and "How it was measured" in markdown
+    assert f"- after: {' '.join(shown['after']['text'].split())!r}" in markdown and "; ideal " in markdown
 
     calls.clear()
     second, out = run(tmp_path, "second")
     assert len(calls) == 1  # only the compressed model: the baseline's perplexity came from the cache
-    assert second["baseline"]["cached"] == ["perplexity"]
+    assert set(second["baseline"]["cached"]) == {"perplexity", "generation"}  # both a function of the weights
     assert second["baseline"]["measured"] == ["latency"]  # speed is always re-measured in-process
     assert second["metrics"]["before"]["perplexity"] == before["perplexity"]
     assert second["metrics"]["before"]["details"]["perplexity"] == before["details"]["perplexity"]
@@ -289,13 +287,13 @@ def test_evaluators_registered_in_process_are_never_cached(register_plugin, tmp_
     assert counter.stages == ["before", "after", "before", "after"]
 
 
-def test_without_its_default_text_perplexity_is_skipped_unless_asked_for(tmp_path, monkeypatch):
-    monkeypatch.setenv("PRUNEKIT_DATA", str(tmp_path))  # no wikitext2.test.raw here, and no Hub
+def test_without_a_data_folder_perplexity_reads_the_packaged_text(tmp_path, monkeypatch):
+    monkeypatch.setenv("PRUNEKIT_DATA", str(tmp_path / "missing"))
+    monkeypatch.chdir(tmp_path)  # and no ../shared/data beside the working directory
     report, _ = run(tmp_path, "run")
-    assert report["metrics"]["before"]["perplexity"] is None and report["metrics"]["after"]["perplexity"] is None
-    assert report["baseline"]["measured"] == ["latency"]  # nothing cached for a later run to reuse
-    result = runner.invoke(app, ["eval", "--model", "tiny-llama", "--plugins", "perplexity"])
-    one_line_error(result, "Error: cannot load data 'wikitext:wikitext-2-raw-v1'")
+    for stage in ("before", "after"):
+        measured = report["metrics"][stage]
+        assert measured["perplexity"] > 1 and measured["details"]["perplexity"]["source"] == default_text("[:50%]")
 
 
 def test_zeroshot_measures_nothing_without_tasks():

@@ -147,15 +147,6 @@ def test_merged_model_computes_what_the_adapted_model_computes(tiny_model, famil
 # --- data -------------------------------------------------------------------------------------
 
 
-def test_default_text_is_the_half_of_the_shared_file_that_perplexity_does_not_read(tmp_path, monkeypatch):
-    (tmp_path / "wikitext2.test.raw").write_text("x")
-    monkeypatch.setenv("PRUNEKIT_DATA", str(tmp_path))
-    assert corpus.default_source() == f"{tmp_path / 'wikitext2.test.raw'}[50%:]"
-    monkeypatch.setenv("PRUNEKIT_DATA", str(tmp_path / "missing"))
-    monkeypatch.chdir(tmp_path)  # no ../shared/data from here either
-    assert corpus.default_source() == corpus.HUB_SOURCE
-
-
 def test_held_out_sequences_are_the_tail_and_never_trained_on(text_file):
     text = corpus.load(tokenizer(), str(text_file), length=64, held_out=4, split="train", text_field="text")
     stream = tokenizer()(text_file.read_text(), add_special_tokens=False, return_tensors="pt")["input_ids"][0]

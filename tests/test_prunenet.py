@@ -24,7 +24,7 @@ from prunekit.config import RunConfig
 from prunekit.manager import get_plugins
 from prunekit.payloads import ScoreRequest
 from prunekit.plugins import prunenet
-from prunekit.plugins.prunenet import store
+from prunekit.plugins.prunenet import scoring, store
 from prunekit.plugins.prunenet.policy import KeepPolicy, autocast, draw_ranks, noisy_logits, sample_keep
 from prunekit.plugins.prunenet.reward import REWARD_CAP, ks_statistic, reward, spectrum
 from prunekit.plugins.prunenet.settings import PruneNetOptions
@@ -296,7 +296,7 @@ def test_a_second_ratio_reuses_the_policy_without_training(tmp_path, monkeypatch
     def no_training(*args, **kwargs):
         raise AssertionError("the policy was retrained")
 
-    monkeypatch.setattr(prunenet, "train", no_training)
+    monkeypatch.setattr(scoring, "train", no_training)
     second = run("tiny-llama", 0.5, tmp_path / "r50", *FEW)["pruning"]["ffn"]
     assert second["policy"]["source"] == "cache"
     assert second["policy"]["path"] == first["policy"]["path"]
@@ -328,7 +328,7 @@ def test_explicit_policy_path_is_loaded(tmp_path, monkeypatch, cache):
     shutil.copy(source, target)
     shutil.copy(source.with_suffix(".json"), target.with_suffix(".json"))
     shutil.rmtree(cache / "policies")
-    monkeypatch.setattr(prunenet, "train", lambda *a, **k: pytest.fail("the policy was retrained"))
+    monkeypatch.setattr(scoring, "train", lambda *a, **k: pytest.fail("the policy was retrained"))
     second = run("tiny-llama", 0.5, tmp_path / "b", "-o", f"prunenet.policy={target}")["pruning"]["ffn"]
     assert second["policy"]["source"] == "file" and second["policy"]["path"] == str(target)
     assert second["learning_curve"] == first["learning_curve"]
@@ -431,7 +431,7 @@ def test_real_model_trains_once_and_reuses_the_policy(tmp_path, monkeypatch, cac
     reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "r30" / "model")
     assert reloaded.config.intermediate_size == 1075
 
-    monkeypatch.setattr(prunenet, "train", lambda *a, **k: pytest.fail("the policy was retrained"))
+    monkeypatch.setattr(scoring, "train", lambda *a, **k: pytest.fail("the policy was retrained"))
     second = run("smollm2-135m", 0.5, tmp_path / "r50", "-o", "prunenet.episodes=2")
     assert second["pruning"]["ffn"]["policy"]["source"] == "cache"
     assert second["params"]["after"] == first["params"]["before"] - 30 * 3 * 576 * (1536 - 768)

@@ -16,6 +16,7 @@ from prunekit.config import RunConfig
 from prunekit.manager import get_plugins
 from prunekit.payloads import Dimension, Metrics, RecoverRequest, Recovery, ScoreRequest
 from prunekit.plugins import refit
+from prunekit.plugins.refit import fitting
 from prunekit.plugins.calibration import CalibrationOptions, calibration_samples, resolve
 from prunekit.tiny import FAMILIES, tiny_model, tokenizer
 from prunekit.uncompressed import UncompressedLayers
@@ -102,17 +103,17 @@ def test_ridge_is_the_least_squares_solution_pulled_toward_the_start():
     generator = torch.Generator().manual_seed(0)
     features = torch.randn(200, 6, generator=generator, dtype=torch.float64)
     truth = torch.randn(3, 6, generator=generator, dtype=torch.float64)
-    normal = refit.Normal()
+    normal = fitting.Normal()
     normal.add(features, features @ truth.T)
     start = torch.zeros(3, 6, dtype=torch.float64)
-    torch.testing.assert_close(refit.ridge(normal, start, 1e-12), truth, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(fitting.ridge(normal, start, 1e-12), truth, rtol=1e-4, atol=1e-4)
     # strong damping keeps the start
-    torch.testing.assert_close(refit.ridge(normal, truth, 1e9), truth, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(fitting.ridge(normal, truth, 1e9), truth, rtol=1e-6, atol=1e-6)
 
 
 def test_a_fit_no_candidate_improves_keeps_the_weights():
     generator = torch.Generator().manual_seed(1)
-    fit = refit.Fit()
+    fit = fitting.Fit()
     truth = torch.randn(3, 6, generator=generator, dtype=torch.float64)
     for half in (fit.train, fit.held_out):
         features = torch.randn(100, 6, generator=generator, dtype=torch.float64)
@@ -133,12 +134,12 @@ def test_residual_weights_keep_one_massive_token_from_dominating_the_fit():
     residual = torch.ones(200, 4, dtype=torch.float64)
     residual[0] *= 1000 * 1000  # the stream it lands in is as massive again
     start = torch.zeros(3, 6, dtype=torch.float64)
-    uniform, weighted = refit.Normal(), refit.Normal()
+    uniform, weighted = fitting.Normal(), fitting.Normal()
     uniform.add(features, target)
-    weights = refit.residual_weights(residual).double()
+    weights = fitting.residual_weights(residual).double()
     weighted.add(features * weights, target * weights)
-    assert (refit.ridge(uniform, start, 1e-9) - truth).abs().max() > 1
-    torch.testing.assert_close(refit.ridge(weighted, start, 1e-9), truth, rtol=1e-3, atol=1e-3)
+    assert (fitting.ridge(uniform, start, 1e-9) - truth).abs().max() > 1
+    torch.testing.assert_close(fitting.ridge(weighted, start, 1e-9), truth, rtol=1e-3, atol=1e-3)
 
 
 def test_both_weightings_lower_the_layer_output_error_with_different_fits(corpus, tmp_path):
@@ -253,7 +254,8 @@ def test_recovery_steps_run_in_the_order_named_each_on_the_previous_model(order,
     report = run(tmp_path, ",".join(["random", *order, "ppl"]), 0.5, *cli_options(corpus))
     steps = report["recovery"]
     assert [step["plugin"] for step in steps] == order
-    assert measure.stages == ["before", "recovery", "recovery", "recovery", "after"]
+    # before the first step, between the two; the last step's "after" is the run's own "after"
+    assert measure.stages == ["before", "recovery", "recovery", "after"]
     assert steps[0]["perplexity_after"] == steps[1]["perplexity_before"]
     assert steps[-1]["perplexity_after"] == report["metrics"]["after"]["perplexity"]
     refitted = steps[order.index("refit")]

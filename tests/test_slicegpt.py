@@ -24,10 +24,12 @@ from prunekit.manager import get_plugins
 from prunekit.output import save_model
 from prunekit.payloads import Dimension, ScoreRequest
 from prunekit.plugins import slicegpt
+from prunekit.plugins.slicegpt.compress import keeps_full_ends
 from prunekit.layer_inputs import capture_inputs
 from prunekit.plugins.slicegpt.fusion import fuse
 from prunekit.plugins.slicegpt.layouts import layout_for
 from prunekit.plugins.slicegpt.rotation import principal_axes, rotate_per_layer, rotate_single, sliced_width
+from prunekit.plugins.slicegpt.structure import record
 from prunekit.tiny import CONFIGS, tokenizer
 
 TOLERANCE = 1e-5
@@ -73,7 +75,7 @@ def sliced(family: str, rotation: str, width: int):
     inputs = capture_inputs(model, layout.layer_list(model), CALIBRATION, batch_size=4)
     rotate = rotate_per_layer if rotation == "per_layer" else rotate_single
     rotate(model, layout, inputs, width, damping=0.01)
-    slicegpt.record(model, layout, width, 64, rotation == "per_layer", fused["added_biases"])
+    record(model, layout, width, 64, rotation == "per_layer", fused["added_biases"])
     return before, model, layout
 
 
@@ -132,7 +134,7 @@ def test_full_width_ends_keep_a_tied_head_tied_and_reload(width, tmp_path):
         assert (logits(model) - before).abs().max() < TOLERANCE
     layers = layout.layer_list(model)
     assert layers[0].attn_shortcut.weight.shape == (width, 64) and layers[-1].mlp_shortcut.weight.shape == (64, width)
-    slicegpt.record(model, layout, width, 64, True, [], full_ends=True)
+    record(model, layout, width, 64, True, [], full_ends=True)
     expected = logits(model)
     save_model(model, tokenizer(), tmp_path / "model")
     reloaded = prunekit.load(tmp_path / "model")
@@ -158,9 +160,9 @@ def test_embeddings_keep_their_width_where_that_is_smaller(family, options, widt
     settings = slicegpt.SliceGPTOptions(**options)
     if isinstance(expected, str):
         with pytest.raises(UsageError, match=expected):
-            slicegpt.keeps_full_ends(settings, model, layout_for(model), 64, width)
+            keeps_full_ends(settings, model, layout_for(model), 64, width)
     else:
-        assert slicegpt.keeps_full_ends(settings, model, layout_for(model), 64, width) is expected
+        assert keeps_full_ends(settings, model, layout_for(model), 64, width) is expected
 
 
 def test_per_layer_rotation_has_a_shortcut_per_block_and_keeps_most_of_the_signal():

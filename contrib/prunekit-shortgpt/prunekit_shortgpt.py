@@ -14,21 +14,19 @@ the layer's own input and output in every model family (not a normalised final s
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
+from typing import TYPE_CHECKING
+
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from prunekit import hookimpl
-from prunekit.data import sample_windows, shared_data_dir, token_stream
+from prunekit.data import DEFAULT_TEXT, TRAINING_HALF, default_text, sample_windows, token_stream
 from prunekit.errors import UsageError
 from prunekit.payloads import Dimension, Importance, ScoreRequest
 
+if TYPE_CHECKING:  # annotations only: importing torch on load would slow every `core plugins list`
+    import torch
+
 NAME = "shortgpt"
-DEFAULT_DATA = "wikitext2.test.raw"
-DEFAULT_RANGE = "[50%:]"
-"""The half of WikiText-2 that prunekit's perplexity evaluation does not read."""
-
-
 class ShortGPTOptions(BaseModel):
     """Settings of ``shortgpt`` under ``options: {shortgpt: {...}}`` (or ``-o shortgpt.KEY=VALUE``)."""
 
@@ -39,8 +37,8 @@ class ShortGPTOptions(BaseModel):
         validate_default=True,
         description=(
             "Calibration text: a file, folder or Hub dataset, optionally with a [a%:b%] token range. "
-            f"Empty: {DEFAULT_DATA}{DEFAULT_RANGE} from the benchmark data folder "
-            "($PRUNEKIT_DATA or ../shared/data), the half perplexity evaluation does not read."
+            f"Empty: {DEFAULT_TEXT}{TRAINING_HALF}, the text shipped with prunekit, in the half "
+            "its perplexity evaluation does not read."
         ),
     )
     samples: int = Field(default=8, ge=1, description="Calibration windows, drawn at seeded random offsets.")
@@ -51,17 +49,8 @@ class ShortGPTOptions(BaseModel):
     @field_validator("data")
     @classmethod
     def _default_data(cls, value: str) -> str:
-        """Resolve the default now, so a missing data folder is reported before the run starts and
-        the report records the file that was actually read."""
-        if value:
-            return value
-        folder = shared_data_dir()
-        if folder is None or not (folder / DEFAULT_DATA).is_file():
-            raise ValueError(
-                f"no calibration text given and no {DEFAULT_DATA} in $PRUNEKIT_DATA or ../shared/data; "
-                "set shortgpt.data to a text file or dataset"
-            )
-        return str((folder / DEFAULT_DATA).resolve()) + DEFAULT_RANGE
+        """Resolve the default now, so that the report records the file that was actually read."""
+        return value or default_text(TRAINING_HALF)
 
 
 @hookimpl
@@ -71,6 +60,9 @@ def plugin_options() -> type[BaseModel]:
 
 def block_influence(model: torch.nn.Module, layers: torch.nn.ModuleList, batches: list[torch.Tensor]) -> torch.Tensor:
     """``1 - mean cos(input, output)`` of every layer over every token of ``batches`` (float64)."""
+    import torch
+    import torch.nn.functional as F
+
     similarity = torch.zeros(len(layers), dtype=torch.float64)
     inputs: dict[int, torch.Tensor] = {}
 

@@ -13,12 +13,15 @@ returned by ``plugin_options`` and validated by the core before the run starts.
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from prunekit import hookimpl
-from prunekit.architectures import input_weight_columns
 from prunekit.payloads import Dimension, Importance, ScoreRequest
+
+if TYPE_CHECKING:  # annotations only: importing torch on load would slow every `core plugins list`
+    import torch
 
 NAME = "template"
 """The entry-point name in pyproject.toml: what users give to ``--plugins`` and ``options:``."""
@@ -40,6 +43,8 @@ def plugin_options() -> type[BaseModel]:
 @hookimpl
 def score_importance(request: ScoreRequest) -> list[Importance]:
     """One score per FFN channel per layer; higher means keep."""
+    from prunekit.architectures import input_weight_columns  # here, not on load: it imports torch
+
     settings = Settings.model_validate(request.options(NAME))
     architecture = request.architecture
     scores: list[torch.Tensor] = []

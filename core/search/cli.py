@@ -27,6 +27,7 @@ from prunekit.cli_shared import (
     stderr,
     stdout,
 )
+from prunekit.errors import keeps_on_interrupt
 
 
 @reports_errors
@@ -107,7 +108,8 @@ def search(
         storage=storage,
         study=study,
     )
-    summary = run_search(arguments, get_plugins(), announce=lambda message: stderr.print(message, highlight=False))
+    with keeps_on_interrupt("every finished trial is kept in the search's study; rerun the same command to resume"):
+        summary = run_search(arguments, get_plugins(), announce=lambda message: stderr.print(message, highlight=False))
     if as_json:
         print(summary.model_dump_json(indent=2))
         return

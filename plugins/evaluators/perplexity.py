@@ -18,22 +18,21 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from prunekit import hookimpl
-from prunekit.data import EVALUATION_HALF, SHARED_TEXT, shared_text, token_stream, windows
+from prunekit.data import DEFAULT_TEXT, EVALUATION_HALF, default_text, token_stream, windows
 from prunekit.errors import UsageError
 from prunekit.payloads import EvalRequest, Metrics
 from prunekit.progress import track
 
 if TYPE_CHECKING:
+    import torch
     from transformers import PreTrainedModel
 
 log = logging.getLogger(__name__)
 
 NAME = "perplexity"
-HUB_SOURCE = "wikitext:wikitext-2-raw-v1"
 DEFAULT_LENGTH = 2048
 IGNORE = -100
 
@@ -46,8 +45,7 @@ class PerplexityOptions(BaseModel):
     source: str | None = Field(
         default=None,
         description="Text to score: a local file or folder, or a Hub dataset name[:config], optionally "
-        f"with a token range [a%:b%]. Default: {SHARED_TEXT}{EVALUATION_HALF} from the benchmark data folder, "
-        f"else the Hub's {HUB_SOURCE} test split.",
+        f"with a token range [a%:b%]. Default: {DEFAULT_TEXT}{EVALUATION_HALF}, shipped with prunekit.",
     )
     split: str = Field(default="test", description="Split of a Hub dataset.")
     text_field: str = Field(default="text", description="Field holding the text in JSON or Hub data.")
@@ -74,7 +72,7 @@ class Perplexity:
 
 
 def default_source() -> str:
-    return shared_text(EVALUATION_HALF) or HUB_SOURCE
+    return default_text(EVALUATION_HALF)
 
 
 def context_length(model: PreTrainedModel) -> int | None:
@@ -108,6 +106,8 @@ def measure(
     batch_size: int = 1,
 ) -> Perplexity:
     """Perplexity of ``model`` on the 1-D token ``stream``, ``windows_count`` windows from its start."""
+    import torch
+
     stride = window_stride(length, stride)
     batches = windows(stream, length, windows_count, stride)
     overlap = length - stride
@@ -144,15 +144,7 @@ def evaluate(request: EvalRequest) -> Metrics | None:
     length = window_length(request.model, options.length)  # bad settings fail before any text is read
     stride = window_stride(length, options.stride)
     source = options.source or default_source()
-    try:
-        stream = token_stream(request.tokenizer, source, split=options.split, text_field=options.text_field)
-    except UsageError as exc:
-        if options.source is not None or NAME in request.config.plugins:
-            raise
-        # the default text is neither in the benchmark folder nor reachable on the Hub: a run
-        # that did not ask for perplexity should not fail for it
-        log.warning("perplexity skipped: %s; give a text with -o perplexity.source=...", exc)
-        return None
+    stream = token_stream(request.tokenizer, source, split=options.split, text_field=options.text_field)
     result = measure(
         request.model,
         stream,

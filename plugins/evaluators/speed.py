@@ -23,20 +23,20 @@ from __future__ import annotations
 
 import statistics
 import threading
-import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import torch
 from pydantic import BaseModel, ConfigDict, Field
-from transformers.generation.streamers import BaseStreamer
 
 from prunekit import hookimpl, memory
 from prunekit.errors import UsageError
 from prunekit.payloads import EvalRequest, Metrics
 
 if TYPE_CHECKING:
+    import torch
     from transformers import PreTrainedModel
+
+    from prunekit.plugins.evaluators.token_clock import TokenClock
 
 NAME = "latency"
 SAMPLE_SECONDS = 0.002
@@ -93,19 +93,6 @@ class Latency:
         }
 
 
-class _TokenClock(BaseStreamer):
-    """Records when ``generate`` hands out the prompt and then each new token."""
-
-    def __init__(self) -> None:
-        self.times: list[float] = []
-
-    def put(self, value: torch.Tensor) -> None:
-        self.times.append(time.perf_counter())
-
-    def end(self) -> None:
-        pass
-
-
 class _ResidentPeak:
     """The highest resident memory of this process seen while the block runs, sampled in a thread."""
 
@@ -128,8 +115,12 @@ class _ResidentPeak:
         self.peak_mb = max(self.peak_mb, memory.current_mb() or 0.0)
 
 
-def _generate(model: PreTrainedModel, prompts: torch.Tensor, new_tokens: int) -> _TokenClock:
-    clock = _TokenClock()
+def _generate(model: PreTrainedModel, prompts: torch.Tensor, new_tokens: int) -> TokenClock:
+    import torch
+
+    from prunekit.plugins.evaluators.token_clock import TokenClock
+
+    clock = TokenClock()
     model.generate(
         input_ids=prompts,
         attention_mask=torch.ones_like(prompts),
@@ -146,6 +137,8 @@ def _generate(model: PreTrainedModel, prompts: torch.Tensor, new_tokens: int) ->
 
 def measure(model: PreTrainedModel, options: LatencyOptions | None = None, *, seed: int = 0) -> Latency:
     """Time prefill and decode of ``model`` under ``options`` and take its peak memory."""
+    import torch
+
     options = options or LatencyOptions()
     context = getattr(model.config, "max_position_embeddings", None)
     if context and options.prompt_tokens + options.new_tokens > context:

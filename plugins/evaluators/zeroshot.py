@@ -31,12 +31,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import torch
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from prunekit import hookimpl
+from prunekit import hookimpl, hub
 from prunekit.errors import UsageError
 from prunekit.payloads import EvalRequest, Metrics
 from prunekit.progress import bars_hidden
@@ -145,6 +143,7 @@ def resolve_tasks(entries: list[str]) -> tuple[TaskManager, list[str]]:
             raise UsageError(f"task folder not found: {folder}")
     include = tuple(_stand_ins(folder, _signature(folder)) for folder in folders)
     manager = _manager(include, False) if include else None
+    local = set() if manager is None else set(manager.all_tasks)
     if manager is not None and not manager.all_subtasks:
         raise UsageError(f"no lm-eval task configs found in {', '.join(map(str, folders))}")
     if not names:
@@ -155,6 +154,9 @@ def resolve_tasks(entries: list[str]) -> tuple[TaskManager, list[str]]:
     if unknown:
         where = f" (nor in {', '.join(map(str, folders))})" if folders else ""
         raise UsageError(f"unknown lm-eval task {unknown[0]!r}{where}")
+    builtin = [name for name in names if name not in local]
+    if builtin:  # lm-eval's own task configs read their data from the Hub
+        hub.reach(f"the data of lm-eval tasks {', '.join(builtin)}")
     return manager, names
 
 
@@ -179,6 +181,9 @@ def _primary(metrics: dict[str, float]) -> str:
 @contextlib.contextmanager
 def _random_state_kept() -> Iterator[None]:
     """Python's, numpy's and torch's global random states as they were, whatever the block seeds."""
+    import numpy as np
+    import torch
+
     python_state, numpy_state = random.getstate(), np.random.get_state()
     try:
         with torch.random.fork_rng(devices=range(torch.cuda.device_count())):

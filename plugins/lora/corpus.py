@@ -23,11 +23,10 @@ if TYPE_CHECKING:
     from datasets import Dataset
     from transformers import PreTrainedTokenizerBase
 
-HUB_SOURCE = "Salesforce/wikitext:wikitext-2-raw-v1"
-
 
 def default_source() -> str:
-    return data.shared_text(data.TRAINING_HALF) or HUB_SOURCE
+    """The half of the packaged WikiText-2 file that perplexity does not read."""
+    return data.default_text(data.TRAINING_HALF)
 
 
 @dataclass
@@ -59,10 +58,10 @@ class Corpus:
             "train_tokens": self.train.numel(),
             "held_out": "the last sequences of the source, never trained on",
         }
-        if self.source.endswith(data.SHARED_TEXT + data.TRAINING_HALF):
+        if self.source.endswith(data.DEFAULT_TEXT + data.TRAINING_HALF):
             facts["disjoint_from_evaluation"] = (
-                f"trained on {data.SHARED_TEXT}{data.TRAINING_HALF} only; the perplexity evaluator's default "
-                f"text is {data.SHARED_TEXT}{data.EVALUATION_HALF}, which no training sequence overlaps"
+                f"trained on {data.DEFAULT_TEXT}{data.TRAINING_HALF} only; the perplexity evaluator's default "
+                f"text is {data.DEFAULT_TEXT}{data.EVALUATION_HALF}, which no training sequence overlaps"
             )
         return facts
 

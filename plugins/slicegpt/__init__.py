@@ -13,25 +13,22 @@ depends on the layers sliced before it, so it cannot be split into ratio-indepen
 per-layer slices: it implements the ``slice_model`` hook. With ``rotation: per_layer`` (the paper)
 the result has shortcut matrices and loads with ``prunekit.load(DIR)``; with ``rotation: single``
 an RMSNorm family gives a stock checkpoint (:mod:`.structure`).
+
+The hooks here import the work (:mod:`.compress` and the modules it uses) when a run slices or a
+checkpoint is restored: loading the plugin needs no torch.
 """
 
 from __future__ import annotations
 
-import time
 from typing import Literal
 
-import torch
 from pydantic import BaseModel, Field
 
 from prunekit import hookimpl
-from prunekit.errors import UsageError
-from prunekit.payloads import Dimension, ModelSlice, RestoreRequest, ScoreRequest
-from prunekit.layer_inputs import capture_inputs
-from prunekit.plugins.calibration import CalibrationOptions, calibration_samples, resolve
-from prunekit.plugins.slicegpt.fusion import fuse, head_is_tied
-from prunekit.plugins.slicegpt.layouts import layout_for
-from prunekit.plugins.slicegpt.rotation import rotate_per_layer, rotate_single, sliced_width
-from prunekit.plugins.slicegpt.structure import PLUGIN, record, restore
+from prunekit.payloads import ModelSlice, RestoreRequest, ScoreRequest
+from prunekit.plugins.calibration import CalibrationOptions
+
+PLUGIN = "slicegpt"
 
 
 class SliceGPTOptions(CalibrationOptions):
@@ -58,64 +55,17 @@ def plugin_options() -> type[BaseModel]:
 
 
 @hookimpl
-@torch.no_grad()
 def slice_model(request: ScoreRequest) -> ModelSlice:
-    options = SliceGPTOptions.model_validate(request.options(PLUGIN))
-    model = request.model
-    layout = layout_for(model)
-    calibration = resolve(options, model, request.config.seed)
-    samples = calibration_samples(request.tokenizer, options, calibration)  # bad input fails before any change
+    from prunekit.plugins.slicegpt.compress import rotate_and_slice
 
-    source = model.get_submodule(layout.embeddings[0]).weight.shape[1]
-    width = sliced_width(source, request.config.ratio_for(Dimension.HIDDEN), options.multiple_of)
-    full_ends = keeps_full_ends(options, model, layout, source, width)
-
-    start = time.perf_counter()
-    fused = fuse(model, layout, full_ends)
-    inputs = capture_inputs(model, layout.layer_list(model), samples, options.batch_size)
-    shortcuts = options.rotation == "per_layer"
-    if shortcuts:
-        kept = rotate_per_layer(model, layout, inputs, width, options.damping, full_ends)
-    else:
-        kept = rotate_single(model, layout, inputs, width, options.damping)
-    stock = record(model, layout, width, source, shortcuts, fused["added_biases"], full_ends)
-    report = {
-        "method": "SliceGPT rotate-and-slice",
-        "rotation": options.rotation,
-        "embeddings": "full" if full_ends else "sliced",
-        "hidden_size": {"before": source, "after": width},
-        "calibration": calibration.report(),
-        "energy_kept": kept,
-        "shortcut_matrices": len(layout.blocks) * len(layout.layer_list(model)) if shortcuts else 0,
-        "untied_head": fused["untied_head"],
-        "added_biases": fused["added_biases"],
-        "seconds": round(time.perf_counter() - start, 3),
-    }
-    return ModelSlice(Dimension.HIDDEN, stock=stock, report=report)
-
-
-def keeps_full_ends(options: SliceGPTOptions, model, layout, source: int, width: int) -> bool:
-    """Whether the embeddings and head keep their full width (``embeddings: full``, or ``auto``).
-
-    A tied head must be untied before it can be rotated (the final norm's scale is folded into it),
-    which doubles a ``vocab x d'`` matrix; keeping one tied ``vocab x d`` matrix is smaller whenever
-    ``d <= 2 d'``. LayerNorm families centre the embedding, which a tied head cannot follow.
-    """
-    tied = head_is_tied(model, layout)
-    if options.embeddings == "full":
-        if options.rotation != "per_layer":
-            raise UsageError("slicegpt embeddings: full needs rotation: per_layer (single rotation has no shortcuts)")
-        if tied and layout.layernorm:
-            raise UsageError(f"slicegpt embeddings: full cannot keep the tied head of a {layout.name} model "
-                             "(its LayerNorms need a centred embedding)")
-        return True
-    return (options.embeddings == "auto" and options.rotation == "per_layer" and tied
-            and not layout.layernorm and source <= 2 * width)
+    return rotate_and_slice(request)
 
 
 @hookimpl
 def restore_structure(request: RestoreRequest) -> bool | None:
     if request.structure.get("plugin") != PLUGIN:
         return None
+    from prunekit.plugins.slicegpt.structure import restore
+
     restore(request.model, request.structure)
     return True

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from prunekit.loading import STRUCTURE_KEY
+from prunekit.plugins.slicegpt import PLUGIN
 from prunekit.plugins.slicegpt.fusion import plain_norm
 from prunekit.plugins.slicegpt.layouts import install_shortcuts, layout_for
 from prunekit.plugins.slicegpt.rotation import rotate_block_inputs, rotate_ends, rotate_outputs, set_shortcut
@@ -27,8 +28,6 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
     from prunekit.plugins.slicegpt.layouts import Layout
-
-PLUGIN = "slicegpt"
 
 
 def record(model: PreTrainedModel, layout: Layout, width: int, source: int, shortcuts: bool,

@@ -7,6 +7,7 @@ The fixtures ``prunekit_plugins`` and ``tiny_model`` come from prunekit's pytest
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -17,6 +18,7 @@ from typer.testing import CliRunner
 import prunekit_shortgpt
 from prunekit.cli import app
 from prunekit.config import RunConfig
+from prunekit.data import TRAINING_HALF, default_text
 from prunekit.payloads import ScoreRequest
 from prunekit.tiny import tokenizer as tiny_tokenizer
 from prunekit_shortgpt import block_influence
@@ -126,12 +128,12 @@ def test_bad_settings_are_one_line_errors_with_exit_2(options, message, calibrat
     assert not (tmp_path / "run").exists()
 
 
-def test_without_data_and_without_the_benchmark_folder_the_run_is_refused_before_it_starts(
-    tmp_path, monkeypatch
-):
+def test_without_data_it_calibrates_on_prunekits_packaged_text_from_anywhere(tmp_path, monkeypatch):
     monkeypatch.setenv("PRUNEKIT_DATA", str(tmp_path / "empty"))
     (tmp_path / "empty").mkdir()
     monkeypatch.chdir(tmp_path)  # ../shared/data does not exist from here
-    result = core("run", "--model", "tiny-llama", "--plugins", "shortgpt", "--ratio", "0.5", "--output", tmp_path / "run")
-    assert result.exit_code == 2
-    assert "options.shortgpt.data" in result.stderr and "set shortgpt.data" in result.stderr
+    result = core("run", "--model", "tiny-llama", "--plugins", "shortgpt", "--ratio", "0.5", "-o", "shortgpt.samples=2",
+                  "-o", "shortgpt.length=32", "--output", tmp_path / "run")
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "run" / "report.json").read_text())["pruning"]["layers"]
+    assert report["data"] == default_text(TRAINING_HALF) and Path(report["data"].removesuffix(TRAINING_HALF)).is_file()
