@@ -68,19 +68,23 @@ def main_options(
         handlers=[RichHandler(console=stderr, show_path=False)],
         force=True,
     )
+    # huggingface_hub logs through a handler of its own and would repeat each line through ours
+    logging.getLogger("huggingface_hub").propagate = False
     # Progress is ours to show (rich, on stderr, hideable); transformers' own bars and advisory
     # warnings would break the one-line error contract, so they appear only with -vv.
     if verbose < 2:
         logging.getLogger("lm_eval").setLevel(logging.ERROR)  # advice meant for its own CLI users
         # Set in the variables that transformers, huggingface_hub and datasets (a bar per split it
         # generates) read when imported, so that a command loading no model need not import them
-        os.environ.update(TRANSFORMERS_VERBOSITY="error", HF_HUB_DISABLE_PROGRESS_BARS="1",
+        os.environ.update(TRANSFORMERS_VERBOSITY="error", HF_HUB_VERBOSITY="error", HF_HUB_DISABLE_PROGRESS_BARS="1",
                           HF_DATASETS_DISABLE_PROGRESS_BARS="1")
         if "huggingface_hub" in sys.modules:  # too late for the variables: the CLI called in-process
+            from huggingface_hub.utils import logging as hub_logging
             from transformers.utils import logging as hf_logging
 
             hf_logging.disable_progress_bar()
             hf_logging.set_verbosity_error()
+            hub_logging.set_verbosity_error()
         if "datasets" in sys.modules:
             sys.modules["datasets"].disable_progress_bars()
 

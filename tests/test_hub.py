@@ -88,3 +88,18 @@ def test_an_uncached_hub_dataset_without_a_hub_is_one_line_exit_2(tmp_path):
     assert result.returncode == 2, result.stderr
     assert result.stderr.count("\n") == 1 and "Retry" not in result.stderr
     assert "the Hub is unreachable" in result.stderr and "prunekit-tests/no-such-text" in result.stderr
+
+
+@pytest.mark.parametrize(("flags", "shown"), [([], 0), (["-vv"], 1)])
+def test_a_huggingface_hub_warning_is_hidden_by_default_and_printed_once_with_vv(flags, shown):
+    """huggingface_hub logs through its own handler; through ours too it would print each line twice."""
+    script = (
+        "import sys\nfrom prunekit.cli import main\n"
+        f"sys.argv = ['core', *{flags!r}, 'plugins', 'list']\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "from huggingface_hub.utils import logging\nlogging.get_logger('huggingface_hub.file_download').warning('hub says this once')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                            env=environment())
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("hub says this once") == shown, result.stderr
