@@ -64,7 +64,9 @@ def test_the_users_own_offline_setting_is_never_changed():
 
 
 def environment(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in hub.OFFLINE_VARIABLES}
+    """A fresh process's: none of the Hub, datasets and transformers settings that commands run
+    in-process by earlier tests left in this one (offline mode, verbosity, progress bars)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "TRANSFORMERS_"))}
     return {**env, "PRUNEKIT_NO_PROGRESS": "1", "HF_ENDPOINT": CLOSED_PORT, **extra}
 
 
