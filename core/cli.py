@@ -138,8 +138,8 @@ def run(
     if kept.average_retention is not None:
         stdout.print(f"Zero-shot average {kept.average_before:.4f} → {kept.average_after:.4f} "
                      f"({kept.average_retention:.1%} retained)", highlight=False)
-    for line in filter(None, [speedup_line(report), *generation_lines(report)]):
-        stdout.print(("  " if line.startswith(("before", "after")) else "") + line, highlight=False, soft_wrap=True)
+    for line in filter(None, [speedup_line(report), *generation_lines(report, bullet="  ")]):
+        stdout.print(line, highlight=False, soft_wrap=True)
     stdout.print(f"Wrote {report.config.output}", highlight=False)
 
 

@@ -407,7 +407,7 @@ def _summary_lines(report: Report) -> list[str]:
     speed = speedup_line(report)
     if speed:
         lines.append(speed)
-    lines += [f"- {line}" if line.startswith(("before", "after")) else line for line in generation_lines(report)]
+    lines += generation_lines(report, bullet="- ")
     return lines + [""] if lines else []
 
 
@@ -420,14 +420,15 @@ def speedup_line(report: Report) -> str | None:
     return f"Speedup (after / before, median tokens/s): {rates}{ideal}."
 
 
-def generation_lines(report: Report) -> list[str]:
-    """The ``generation`` evaluator's continuations of one prompt, before and after."""
+def generation_lines(report: Report, bullet: str) -> list[str]:
+    """The ``generation`` evaluator's continuations of one prompt: a heading, then one line per
+    stage that starts with ``bullet``."""
     found = {stage: report.metrics[stage].details.get("generation") for stage in ("before", "after")}
     if not all(found.values()):
         return []
     first = found["before"]
     lines = [f"Greedy continuation ({first['new_tokens']} tokens) of {first['prompt']!r}:"]
-    lines += [f"{stage}: {' '.join(shown['text'].split())!r}" for stage, shown in found.items()]
+    lines += [f"{bullet}{stage}: {' '.join(shown['text'].split())!r}" for stage, shown in found.items()]
     return lines
 
 

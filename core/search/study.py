@@ -273,8 +273,7 @@ class SearchStudy:
         return combined
 
     def history(self) -> list[Trial]:
-        trials = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        return [payload for payload in map(trial_payload, trials) if payload is not None]
+        return self.snapshot().history
 
     def snapshot(self) -> Snapshot:
         """The finished and the pending trials as one read of the storage sees them: what a
