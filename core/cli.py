@@ -1,8 +1,9 @@
 """The ``core`` / ``prunekit`` command line (one Typer app under two names).
 
-Exit codes: 0 success; 2 bad input, with one line on stderr naming the problem; 1 a failure
-during the run. ``--json`` puts the machine-readable result alone on stdout; progress and logs go
-to stderr.
+Exit codes: 0 success; 2 bad input, with one line on stderr naming the problem (click's parse
+errors too: :func:`main`); 1 a failure during the run; 130 after Ctrl-C. ``--json`` puts the
+machine-readable result alone on stdout; progress, logs and whatever a library prints go to
+stderr (:func:`prunekit.cli_shared.json_stdout`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+import typer.main
 from rich.logging import RichHandler
 from rich.table import Table
 from rich.text import Text
@@ -30,12 +32,18 @@ from prunekit.cli_shared import (
     OptionOpt,
     PluginsOpt,
     TasksOpt,
+    emit_json,
     reports_errors,
     stderr,
     stdout,
 )
 from prunekit.laws.cli import laws_app
 from prunekit.search.cli import search
+
+try:
+    from typer import TyperException as ClickError  # click's errors: recent typer carries its own copy of click
+except ImportError:  # older typer raises click's own
+    from click import ClickException as ClickError
 
 app = typer.Typer(
     name="core",
@@ -118,7 +126,7 @@ def run(
     )
     report = pipeline.run(run_config, get_plugins())
     if as_json:
-        print(report.model_dump_json(indent=2))
+        emit_json(report.model_dump_json(indent=2))
         return
     from prunekit.output import generation_lines, metric_rows, parameter_rows, reach_line, speedup_line
 
@@ -168,7 +176,7 @@ def eval_(
     )
     evaluation = pipeline.evaluate(run_config, get_plugins())
     if as_json:
-        print(evaluation.model_dump_json(indent=2))
+        emit_json(evaluation.model_dump_json(indent=2))
         return
     stdout.print_json(evaluation.model_dump_json(include={"model", "params", "metrics"}))
 
@@ -188,7 +196,7 @@ def plugins_list(
     if hooks:
         order = registry.call_order()
         if as_json:
-            print(json.dumps(order, indent=2))
+            emit_json(json.dumps(order, indent=2))
             return
         table = Table("hook", "plugins, in call order")
         for hook, names in order.items():
@@ -210,7 +218,7 @@ def plugins_list(
              "version": f.version, "hooks": [], "core": False, "error": f.error}
             for f in registry.failures.values()
         ]
-        print(json.dumps(rows, indent=2))
+        emit_json(json.dumps(rows, indent=2))
         return
     table = Table("name", "source", "hooks")
     for info in infos:
@@ -231,7 +239,7 @@ def plugins_show(name: Annotated[str, typer.Argument(help="The plugin's name.")]
 
     description = describe(get_plugins(), name)
     if as_json:
-        print(description.model_dump_json(indent=2))
+        emit_json(description.model_dump_json(indent=2))
         return
     # Text(), not markup: plugin docstrings and descriptions may hold brackets such as [50%:]
     about = Table.grid(padding=(0, 2))
@@ -257,5 +265,32 @@ app.add_typer(laws_app, name="laws")
 app.command()(search)
 
 
+def usage_line(error: ClickError) -> str:
+    """Click's error (a bad value, a missing or unknown option, an unknown command, an extra
+    argument) as the one line of the error contract, with where to read the usage."""
+    line = "Error: " + " ".join(error.format_message().split())
+    ctx = getattr(error, "ctx", None)
+    if ctx is not None and ctx.command.get_help_option(ctx) is not None:
+        line += f" (see '{ctx.command_path} {max(ctx.command.get_help_option_names(ctx), key=len)}')"
+    return line
+
+
 def main() -> None:
-    app()
+    """The ``core`` script: ``app`` with click's own errors in one line too.
+
+    Run standalone, click would print a usage block and a boxed message for a parse error; here
+    click returns the exit code of ``typer.Exit`` (``--help``, ``--version``, the commands' own
+    exits, 130 after Ctrl-C) and raises its errors, which are reported as one line on stderr with
+    their exit code (2 for a usage error)."""
+    command = typer.main.get_command(app)
+    try:
+        code = command.main(standalone_mode=False)
+    except ClickError as exc:
+        # A group called without arguments raises NoArgsIsHelpError (click ≥ 8.2) once its help is printed
+        if type(exc).__name__ != "NoArgsIsHelpError":
+            stderr.print(usage_line(exc), markup=False, highlight=False, soft_wrap=True)
+        code = exc.exit_code
+    except typer.Abort:  # end of input at a prompt
+        stderr.print("Aborted.", highlight=False)
+        code = 1
+    sys.exit(code if isinstance(code, int) else 0)

@@ -1,5 +1,5 @@
 """What the ``core`` command and its sub-commands (``laws``, ``search``) share: the consoles, the
-error contract and the option types.
+error contract, ``--json``'s stdout and the option types.
 
 A module of its own so that the sub-commands' modules import it, not ``prunekit.cli``, which
 mounts them: the command line then loads in any order, ``python -m prunekit.cli`` included.
@@ -7,11 +7,14 @@ mounts them: the command line then loads in any order, ``python -m prunekit.cli`
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
-from collections.abc import Callable
+import os
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, TextIO, TypeVar
 
 import typer
 from rich.console import Console
@@ -25,14 +28,86 @@ stderr = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+_json_stdout: list[TextIO] = []
+"""The real stdout while a ``--json`` command runs (:func:`json_stdout`), where :func:`emit_json` writes."""
+
+
+def _fileno(stream: Any) -> int | None:
+    try:
+        return stream.fileno()
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is both of the last two
+        return None
+
+
+def _flush_c_stdio() -> None:
+    """Flush C's stdio buffers, which an extension's printf fills: flushed later, at exit, they
+    would land on the restored stdout."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).fflush(None)
+    except Exception:  # no C library to ask (Windows): nothing buffered there to lose
+        pass
+
+
+@contextlib.contextmanager
+def json_stdout() -> Iterator[None]:
+    """While a ``--json`` command runs, stdout carries only what :func:`emit_json` writes.
+
+    Whatever else is written to stdout, by a library's ``print``, rich's stdout console or a
+    subprocess inheriting file descriptor 1, goes to stderr: stdout's descriptor is pointed at
+    stderr's (``os.dup2``) and the real one is kept for :func:`emit_json`. Where stdout has no
+    descriptor (click's ``CliRunner``, pytest's ``capsys``), ``sys.stdout`` is swapped for
+    ``sys.stderr`` instead. Everything is restored afterwards, on errors too. Nested, it does nothing."""
+    if _json_stdout:
+        yield
+        return
+    out, err = sys.stdout, sys.stderr
+    out.flush()
+    err.flush()
+    out_fd, err_fd = _fileno(out), _fileno(err)
+    if out_fd is None or err_fd is None:
+        _json_stdout.append(out)
+        try:
+            with contextlib.redirect_stdout(err):
+                yield
+        finally:
+            _json_stdout.pop()
+        return
+    saved = os.dup(out_fd)
+    # closes ``saved`` when closed
+    real = open(saved, "w", encoding=getattr(out, "encoding", None) or "utf-8", errors=getattr(out, "errors", None))
+    os.dup2(err_fd, out_fd)
+    _json_stdout.append(real)
+    try:
+        yield
+    finally:
+        _json_stdout.pop()
+        with contextlib.suppress(Exception):
+            out.flush()  # what a library printed and Python still buffers goes to stderr with the rest
+        _flush_c_stdio()
+        real.flush()
+        os.dup2(saved, out_fd)
+        real.close()
+
+
+def emit_json(text: str) -> None:
+    """Write a ``--json`` command's document, on one or more lines, alone on the real stdout."""
+    target = _json_stdout[-1] if _json_stdout else sys.stdout
+    target.write(text.rstrip("\n") + "\n")
+    target.flush()
+
+
 def reports_errors(command: F) -> F:
     """Bad input → one line and exit 2; a failure → one line and exit 1 (traceback with -v);
-    Ctrl-C → one line saying what was kept, exit 130."""
+    Ctrl-C → one line saying what was kept, exit 130. With ``as_json`` (``--json``) the command
+    runs in :func:`json_stdout`: its document, written by :func:`emit_json`, is alone on stdout."""
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return command(*args, **kwargs)
+            with json_stdout() if kwargs.get("as_json") else contextlib.nullcontext():
+                return command(*args, **kwargs)
         except UsageError as exc:
             stderr.print(f"Error: {exc}", markup=False, highlight=False, soft_wrap=True)
             raise typer.Exit(2) from exc

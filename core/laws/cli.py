@@ -23,6 +23,7 @@ from prunekit.cli_shared import (
     OptionOpt,
     PluginsOpt,
     TasksOpt,
+    emit_json,
     reports_errors,
     stderr,
     stdout,
@@ -144,7 +145,7 @@ def sweep(
         stderr.print(f"Not fitted yet: {exc} (results in {directory})", markup=False, highlight=False)
         return
     if as_json:
-        print(report.model_dump_json(indent=2))
+        emit_json(report.model_dump_json(indent=2))
     else:
         show_fit(report, directory)
 
@@ -165,7 +166,7 @@ def fit(
     target = output or (first if first.is_dir() else first.parent)
     report = write_fit(points, [str(path) for path in results], target, retention)
     if as_json:
-        print(report.model_dump_json(indent=2))
+        emit_json(report.model_dump_json(indent=2))
     else:
         show_fit(report, target)
 
@@ -198,7 +199,7 @@ def predict(
         for metric in report.laws
     ]
     if as_json:
-        print(json.dumps([p.model_dump(mode="json") for p in predictions], indent=2))
+        emit_json(json.dumps([p.model_dump(mode="json") for p in predictions], indent=2))
         return
     table = Table(title=f"ratio {ratio:g}" + ("" if recover_size is None else f", D = {recover_size}"))
     for column in ("metric", "law", "L0", "predicted", "95% interval"):

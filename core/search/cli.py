@@ -23,6 +23,7 @@ from prunekit.cli_shared import (
     OptionOpt,
     PluginsOpt,
     TasksOpt,
+    emit_json,
     reports_errors,
     stderr,
     stdout,
@@ -111,7 +112,7 @@ def search(
     with keeps_on_interrupt("every finished trial is kept in the search's study; rerun the same command to resume"):
         summary = run_search(arguments, get_plugins(), announce=lambda message: stderr.print(message, highlight=False))
     if as_json:
-        print(summary.model_dump_json(indent=2))
+        emit_json(summary.model_dump_json(indent=2))
         return
     if summary.best is not None:
         best = summary.best

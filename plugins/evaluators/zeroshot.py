@@ -169,6 +169,15 @@ def _quiet_when_bars_hidden(lm: Any) -> Any:
     return lm
 
 
+def _no_git_hash() -> None:
+    """Stands in for lm-eval's ``get_git_commit_hash`` during ``simple_evaluate``.
+
+    lm-eval records ``git describe --always`` of the working directory as ``results["git_hash"]``,
+    meant for a checkout of lm-eval itself; prunekit does not read it, and outside a git repository
+    git's "fatal: not a git repository" would land on the user's stderr."""
+    return None
+
+
 def _metric_name(key: str) -> str:
     metric, _, filter_name = key.partition(",")
     return metric if filter_name == "none" else key
@@ -209,7 +218,10 @@ def score_tasks(
     scores N examples per task drawn at random with ``seed`` instead: a cheap, noisy estimate
     for a search that compares many candidates. The global random states lm-eval seeds are
     restored afterwards, so scoring never changes what a later random step does."""
+    from unittest import mock
+
     import lm_eval
+    import lm_eval.evaluator
     from lm_eval.models.huggingface import HFLM
 
     if limit is not None and sample is not None:
@@ -229,14 +241,15 @@ def score_tasks(
                 name: sorted(chooser.sample(range(len(task.eval_docs)), min(sample, len(task.eval_docs))))
                 for name, task in leaves.items()
             }
-        results = lm_eval.simple_evaluate(
-            model=_quiet_when_bars_hidden(HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)),
-            tasks=list(leaves.values()),
-            limit=limit,
-            samples=samples,
-            task_manager=manager,
-            log_samples=False,
-        )
+        with mock.patch.object(lm_eval.evaluator, "get_git_commit_hash", _no_git_hash):
+            results = lm_eval.simple_evaluate(
+                model=_quiet_when_bars_hidden(HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)),
+                tasks=list(leaves.values()),
+                limit=limit,
+                samples=samples,
+                task_manager=manager,
+                log_samples=False,
+            )
 
     scores: dict[str, dict[str, float]] = {}
     stderr: dict[str, dict[str, float]] = {}
