@@ -5,11 +5,17 @@ Built-in names are the real models ``smollm2-135m`` (:mod:`prunekit.smollm2`) an
 loaded with stock ``from_pretrained`` unless prunekit wrote it with per-layer sizes, which need
 :func:`prunekit.load`.
 Anything else is treated as a Hub id and loaded the ordinary way.
+
+Bad checkpoints are usage errors naming the problem, before any work starts: a directory without
+``config.json``, a missing, truncated or corrupt weights file (only headers are read ahead of
+loading, :func:`prunekit.loading.weight_files`), and a model with NaN or Inf in any tensor
+(:func:`first_non_finite`, one pass over the loaded weights).
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import re
 from dataclasses import dataclass
@@ -22,6 +28,7 @@ from prunekit import gemma3, smollm2, tiny
 from prunekit.errors import UsageError
 
 if TYPE_CHECKING:
+    from torch import nn
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
@@ -77,15 +84,41 @@ def load_model(name: str, dtype: str = "auto", device: str = "auto") -> LoadedMo
         source = BUILTIN[name].checkpoint_dir() if name in BUILTIN else (local_path(name) or name)
         loaded = _from_pretrained(source, torch_dtype)
     loaded.model = loaded.model.to(device=target, dtype=torch_dtype).eval()
+    # after the cast: a finite weight too large for float16 is Inf in the model the run computes with
+    tensor = first_non_finite(loaded.model)
+    if tensor is not None:
+        raise UsageError(f"{tensor} holds non-finite values (NaN or Inf) in {name}; "
+                         "a pruned or evaluated model would be meaningless")
     return loaded
 
 
+def first_non_finite(model: nn.Module) -> str | None:
+    """The name of the first parameter or buffer holding NaN, Inf or -Inf; ``None`` when every
+    tensor is finite.
+
+    One pass reading each floating-point tensor once (integer and boolean ones, such as masks and
+    position ids, cannot hold either; no family's float buffer legitimately does), about 0.05 s
+    for 135M parameters on CPU. A tensor's sum is finite only if every element is (NaN and Inf
+    survive any order of addition), so only a tensor whose sum is not, a non-finite value or an
+    overflow, is checked element by element. Tied weights are checked once, under their first name."""
+    with torch.no_grad():
+        for name, tensor in itertools.chain(model.named_parameters(), model.named_buffers()):
+            if not (tensor.is_floating_point() or tensor.is_complex()) or tensor.device.type == "meta":
+                continue
+            if not bool(torch.isfinite(tensor.sum())) and not bool(torch.isfinite(tensor).all()):
+                return name
+    return None
+
+
 def _from_pretrained(source: str | Path, dtype: torch.dtype) -> LoadedModel:
+    from safetensors import SafetensorError
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     from prunekit import hub, loading
 
     unreachable = hub.reach(f"model {source!r}") if isinstance(source, str) else None
+    if isinstance(source, Path):
+        loading.check_checkpoint(source)  # no config.json, missing or unreadable weights: named
     try:
         config = AutoConfig.from_pretrained(source)
         stored = getattr(config, "dtype", None)  # loading rewrites it
@@ -101,6 +134,11 @@ def _from_pretrained(source: str | Path, dtype: torch.dtype) -> LoadedModel:
             reason = (f"{getattr(config, 'model_type', '?')!r} is not a decoder model that "
                       "AutoModelForCausalLM builds (an encoder-decoder or encoder family?)")
         raise UsageError(f"cannot load model {str(source)!r}: {reason}") from exc
+    except SafetensorError as exc:  # a Hub id's cached files (a local directory's were checked)
+        snapshot = _cached_snapshot(str(source))
+        if snapshot is not None:
+            loading.weight_files(snapshot)  # names the bad file
+        raise UsageError(f"cannot load model {str(source)!r}: unreadable weights ({loading.error_reason(exc)})") from exc
     tokenizer = None  # a bare checkpoint still slices; evaluators that need text say so
     # transformers 5 builds an empty one-token tokenizer for a directory without tokenizer files
     if not isinstance(source, Path) or any((source / name).is_file() for name in TOKENIZER_FILES):
@@ -113,9 +151,15 @@ def _from_pretrained(source: str | Path, dtype: torch.dtype) -> LoadedModel:
 
 def _cached(repo_id: str) -> bool:
     """Whether the local Hugging Face cache holds the config of Hub model ``repo_id``."""
+    return _cached_snapshot(repo_id) is not None
+
+
+def _cached_snapshot(repo_id: str) -> Path | None:
+    """The directory of the local Hugging Face cache that holds Hub model ``repo_id``'s files."""
     from huggingface_hub import try_to_load_from_cache
 
-    return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+    config = try_to_load_from_cache(repo_id, "config.json")
+    return Path(config).parent if isinstance(config, str) else None
 
 
 def fingerprint(model: PreTrainedModel) -> str:
