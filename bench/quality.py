@@ -140,7 +140,7 @@ def recover(model, tokenizer, architecture, uncompressed, chain: list[str], seed
     hooks = plugins.hooks(chain)
     config = plugins.resolve_options(pipeline.with_evaluator_options(
         RunConfig(model="bench", plugins=chain, seed=seed), hooks.evaluators()))
-    request = RecoverRequest(model, tokenizer, architecture, config, work_dir=work / "checkpoints",
+    request = RecoverRequest(model, tokenizer, architecture, config, work_dir=work / "checkpoints", output_dir=work,
                              uncompressed=uncompressed)
     model, steps = pipeline.recover(hooks, chain, request)
     return model, [step.model_dump(mode="json", exclude={"report"}) | {"report": summary(step.report)}

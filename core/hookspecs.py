@@ -125,7 +125,9 @@ def recover(request: RecoverRequest) -> Recovery | None:
     modules (merge adapters into the weights), so the saved checkpoint stays stock; return
     ``None`` to leave the model as it is. The report records each step's own report and the
     model's perplexity before and after it. ``request.uncompressed`` gives the layers as they
-    were before slicing, for compensation. Write resumable checkpoints under ``request.work_dir``.
+    were before slicing, for compensation. Write resumable checkpoints under ``request.work_dir``
+    (the core deletes it once it has kept the recovered model) and what stays with the result
+    under ``request.output_dir``.
     """
 
 

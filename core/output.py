@@ -10,7 +10,6 @@ import os
 import platform
 import shutil
 import statistics
-import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, computed_field
 
 from prunekit.config import RunConfig
-from prunekit.errors import UsageError
 from prunekit.payloads import Metrics
 
 if TYPE_CHECKING:
@@ -240,44 +238,35 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def run_directory(config: RunConfig) -> Path:
-    """The run's output directory; refuses one that already holds a run rather than overwrite it."""
-    if config.output is not None:
-        directory = config.output
-    else:
-        model = config.model.strip("/").replace("/", "_")
-        plugins = "+".join(config.plugins) or "none"
-        directory = Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{model}-{plugins}-r{config.ratio:g}"
-    if (directory / "model").exists() or (directory / "report.json").exists():
-        raise UsageError(f"output directory already holds a run: {directory} (choose another --output)")
-    if directory.exists() and not directory.is_dir():
-        raise UsageError(f"output path is not a directory: {directory}")
-    return directory
-
-
-def _temporary_sibling(target: Path) -> Path:
+def temporary_sibling(target: Path) -> Path:
     return target.with_name(f".{target.name}.tmp-{os.getpid()}")
 
 
 def save_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase | None, target: Path) -> None:
     """``save_pretrained`` (safetensors) with the tokenizer, renamed into ``target`` when complete."""
-    staging = _temporary_sibling(target)
+    staging = temporary_sibling(target)
     shutil.rmtree(staging, ignore_errors=True)
     model.save_pretrained(staging)
     if tokenizer is not None:
         tokenizer.save_pretrained(staging)
-    os.replace(staging, target)
+    if target.exists():  # a rerun's model replaces the earlier one; a directory cannot be renamed onto another
+        replaced = target.with_name(f".{target.name}.old-{os.getpid()}")
+        os.replace(target, replaced)
+        os.replace(staging, target)
+        shutil.rmtree(replaced)
+    else:
+        os.replace(staging, target)
 
 
 def write_text(target: Path, text: str) -> None:
-    staging = _temporary_sibling(target)
+    staging = temporary_sibling(target)
     staging.write_text(text)
     os.replace(staging, target)
 
 
 def write_report(report: Report, directory: Path) -> None:
-    """``report.json``, ``report.md`` (with the recovery plot) and the saved model's card."""
-    write_text(directory / "report.json", report.model_dump_json(indent=2) + "\n")
+    """``report.md`` (with the recovery plot), the saved model's card and ``report.json``, last:
+    a directory that holds it holds a finished run (:mod:`prunekit.rundir`)."""
     found = recovery_curves(report.recovery)
     if found:
         plot_curves(found, directory / RECOVERY_PLOT)
@@ -287,6 +276,7 @@ def write_report(report: Report, directory: Path) -> None:
 
         card = write_card(report, directory / "model").relative_to(directory).as_posix()
     write_text(directory / "report.md", render_markdown(report, card))
+    write_text(directory / "report.json", report.model_dump_json(indent=2) + "\n")
 
 
 RECOVERY_PLOT = "recovery.png"
@@ -324,7 +314,7 @@ def plot_curves(found: dict[str, list[dict[str, float]]], target: Path) -> None:
     axis.set_xlabel(next(iter(next(iter(found.values()))[0])))
     axis.legend()
     figure.tight_layout()
-    staging = _temporary_sibling(target)
+    staging = temporary_sibling(target)
     figure.savefig(staging, dpi=110, format="png")
     plt.close(figure)
     os.replace(staging, target)

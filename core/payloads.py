@@ -120,7 +120,10 @@ class RecoverRequest:
     architecture: Architecture
     config: RunConfig
     work_dir: Path
-    """A directory for checkpoints that should survive an interrupted run."""
+    """Scratch for checkpoints that let a killed run resume (trainer checkpoints). The pipeline
+    removes it once it has kept the recovered model, which supersedes them."""
+    output_dir: Path
+    """The run's directory: what a plugin writes here stays with the result (LoRA's kept adapter)."""
     uncompressed: UncompressedLayers | None = None
     """The decoder layers as they were before slicing, one at a time (``uncompressed.layer(i,
     device)``), for compensation that fits sliced layers to the uncompressed ones; ``None`` when

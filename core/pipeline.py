@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import copy
 import logging
+import shutil
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from prunekit import __version__, baselines, memory, output
+from prunekit import __version__, baselines, memory, output, rundir
 from prunekit.builtin_models import cache_root
 from prunekit.errors import UsageError, keeps_on_interrupt
 from prunekit.payloads import Dimension, EvalRequest, RecoverRequest, ScoreRequest, SliceRequest
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from torch import nn
-    from transformers import PreTrainedModel
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
     from prunekit.architectures import Architecture
     from prunekit.config import RunConfig
@@ -164,7 +165,8 @@ def recover(
     final model and one step per plugin with its report, seconds and the perplexity before and
     after it (from the evaluators that measure at ``stage="recovery"``). The last step's "after"
     is left ``None`` for the caller to fill from the run's after-evaluation of the same model,
-    which would otherwise measure it twice (a perplexity costs about 15 s on 2 cores)."""
+    which would otherwise measure it twice (a perplexity costs about 15 s on 2 cores). A step
+    that leaves a weight non-finite fails the run, naming the step."""
     model, steps = request.model, []
     if not recoverers:
         return model, steps
@@ -179,6 +181,7 @@ def recover(
         seconds = round(time.perf_counter() - start, 3)
         if recovered is not None:
             model = recovered.model
+            require_finite(model, f"recover ({name})")
         after = before if recovered is None else (None if name == recoverers[-1] else perplexity())
         steps.append(output.RecoveryStep(
             plugin=name, report=recovered.report if recovered is not None else None, seconds=seconds,
@@ -188,43 +191,78 @@ def recover(
     return model, steps
 
 
+def require_finite(model: nn.Module, stage: str) -> None:
+    """A stage that turned a weight into NaN or Inf has failed: its model must not be evaluated
+    as if it were a result, let alone saved."""
+    from prunekit.models import first_non_finite
+
+    tensor = first_non_finite(model)
+    if tensor is not None:
+        raise RuntimeError(f"{stage} left non-finite values (NaN or Inf) in {tensor}; nothing was saved")
+
+
+def _one_each(hooks: Hooks) -> None:
+    """A first-result hook answers with one plugin's result and silently drops the others', so
+    two pruners (or two whole-model slicers) in one run would quietly ignore one of them."""
+    for role, names in (("score importance", hooks.scorers()), ("slice the whole model", hooks.model_slicers())):
+        if len(names) > 1:
+            raise UsageError(f"{' and '.join(names)} both {role}, and a run uses one; select one of them")
+
+
+def resolve(config: RunConfig, plugins: Plugins) -> tuple[RunConfig, Hooks]:
+    """``config`` with every plugin's settings validated and defaulted (the command a run
+    directory records), and the hooks of its plugins."""
+    hooks = plugins.hooks(config.plugins)
+    return plugins.resolve_options(with_evaluator_options(config, hooks.evaluators())), hooks
+
+
 def run(config: RunConfig, plugins: Plugins) -> output.Report:
     """Compress ``config.model`` with the selected plugins; write and return the report."""
-    hooks = plugins.hooks(config.plugins)
-    config = plugins.resolve_options(with_evaluator_options(config, hooks.evaluators()))
+    config, hooks = resolve(config, plugins)
     if config.compresses and not hooks.has_pruner():
         ratio = max([config.ratio, *config.ratios.values()])
         raise UsageError(
             f"ratio {ratio:g} needs a pruner, and none of the selected plugins "
             f"({', '.join(config.plugins) or 'none'}) scores importance"
         )
+    _one_each(hooks)
     if hooks.model_slicers() and hooks.scorers():
         raise UsageError(
             f"{', '.join(hooks.model_slicers())} slices the whole model and cannot share a run with "
             f"the per-layer pruner {', '.join(hooks.scorers())}; select one"
         )
-    directory = output.run_directory(config)
+    directory = rundir.choose(config)
+    existed = directory.exists()
     with keeps_on_interrupt(lambda: f"no result was saved; {_kept(directory)}; "
                                     f"rerun the same command with --output {directory} to resume"):
-        return _compress(config, plugins, hooks, directory)
+        try:
+            return _compress(config, plugins, hooks, directory)
+        except BaseException:
+            rundir.release(directory, existed)
+            raise
 
 
 def _kept(directory: Path) -> str:
-    """What an interrupted run leaves for its rerun: training checkpoints in its directory, and
-    the caches every run shares (baseline metrics, trained PruneNet policies, tokenized text)."""
-    held = "training checkpoints in " + str(directory / "checkpoints") if (directory / "checkpoints").is_dir() else None
+    """What an interrupted run leaves for its rerun: the compressed model or training checkpoints
+    in its directory, and the caches every run shares (baseline metrics, trained PruneNet
+    policies, tokenized text)."""
+    held = None
+    if (directory / rundir.RESUME).is_dir():
+        held = "the compressed model in " + str(directory / rundir.RESUME)
+    elif (directory / rundir.SCRATCH).is_dir():
+        held = "training checkpoints in " + str(directory / rundir.SCRATCH)
     return ", ".join(filter(None, [held, f"finished baselines, policies and tokenized text in {cache_root()}"]))
 
 
 def _compress(config: RunConfig, plugins: Plugins, hooks: Hooks, directory: Path) -> output.Report:
-    recoverers = hooks.recoverers(config.plugins)
     from prunekit.models import load_model  # torch and transformers: once the input is known to be good
 
     clock = Stopwatch()
-
     with clock.stage("load"):
         loaded = load_model(config.model, dtype=config.dtype, device=config.device)
-    model, tokenizer = loaded.model, loaded.tokenizer
+    model, tokenizer, storage_dtype = loaded.model, loaded.tokenizer, loaded.storage_dtype
+    bytes_before = output.weight_bytes(model.name_or_path)
+    del loaded  # from here on the model may be replaced (a resumed run's, a merged one)
     architecture = hooks.architecture_for(model)
     params_before = count_parameters(model)
     layers_before, units_before = parameter_parts(model, architecture)
@@ -232,8 +270,68 @@ def _compress(config: RunConfig, plugins: Plugins, hooks: Hooks, directory: Path
     with clock.stage("evaluate_before"):
         before, baseline = baselines.evaluate_before(hooks, plugins, EvalRequest(model, tokenizer, config, "before"))
 
+    kept = rundir.Resume(directory)
+    state = kept.state()
+    if state is None:
+        compressed, state = _compressed(config, hooks, clock, model, tokenizer, architecture, directory)
+        del model  # a recovery may have returned another object; only the compressed one counts now
+        kept.keep(compressed, tokenizer, state)  # the recovered model supersedes the training checkpoints
+        shutil.rmtree(directory / rundir.SCRATCH, ignore_errors=True)
+    else:
+        rundir.claim(directory, config)
+        log.warning("resuming the run in %s from its compressed model (%s)", directory,
+                    ", ".join(state["timings"]) or "no compression")
+        weight = next(model.parameters())
+        dtype, device = weight.dtype, weight.device
+        del model, weight  # before the kept model loads, so that the two never share the memory
+        compressed = kept.model(dtype, device)
+        clock.seconds.update(state["timings"])
+        clock.memory.update({name: output.StageMemory(**values) for name, values in state["memory"].items()})
+    recovery = [output.RecoveryStep(**step) for step in state["recovery"]]
+
+    after = kept.after(state)
+    if after is None:
+        with clock.stage("evaluate_after"):
+            after = hooks.evaluate(EvalRequest(compressed, tokenizer, config, "after"))
+        kept.record_after(after, _stages(clock, ["evaluate_after"]))
+    if recovery and recovery[-1].perplexity_after is None:
+        recovery[-1].perplexity_after = after.perplexity
+
+    with clock.stage("save"):
+        output.save_model(compressed.to(storage_dtype), tokenizer, directory / "model")
+
+    report = output.Report(
+        prunekit_version=__version__,
+        model=config.model,
+        plugins=config.plugins,
+        ratio=config.ratio,
+        params=params_report(params_before, layers_before, units_before, compressed, architecture),
+        metrics={"before": before, "after": after},
+        timings=clock.seconds,
+        peak_rss_mb=round(clock.peak_mb(), 1),
+        memory=clock.memory,
+        stock=state["stock"],
+        pruning=state["pruning"],
+        recovery=recovery,
+        versions=output.package_versions(),
+        config=config.model_copy(update={"output": directory}),
+        disk_bytes=output.DiskBytes(before=bytes_before, after=output.weight_bytes(directory / "model")),
+        baseline=baseline,
+    )
+    output.write_report(report, directory)
+    kept.clear()
+    return report
+
+
+def _compressed(config: RunConfig, hooks: Hooks, clock: Stopwatch, model: PreTrainedModel,
+                tokenizer: PreTrainedTokenizerBase | None, architecture: Architecture,
+                directory: Path) -> tuple[PreTrainedModel, dict[str, object]]:
+    """Score, slice and recover ``model``; return it with what the report needs of those stages
+    (:class:`prunekit.rundir.Resume` keeps both, for a rerun after a kill)."""
+    recoverers = hooks.recoverers(config.plugins)
     pruning: dict[str, object] = {}
     stock = True
+    done = set(clock.seconds)
     with ExitStack() as stack:  # the recorded uncompressed layers live until recovery is done
         uncompressed = None
         if config.compresses and hooks.model_slicers():  # e.g. rotate-and-slice of the hidden width
@@ -250,43 +348,24 @@ def _compress(config: RunConfig, plugins: Plugins, hooks: Hooks, directory: Path
                 uncompressed = stack.enter_context(UncompressedLayers.temporary())
             with clock.stage("slice"):
                 pruning, stock = slice_by_importance(importances, config, model, architecture, hooks, uncompressed)
+        if config.compresses:
+            require_finite(model, "slice")
 
+        # the last refusals (a pruner's dimensions, slicing) are behind: from here on the run writes
+        rundir.claim(directory, config)
         with clock.stage("recover"):
-            request = RecoverRequest(model, tokenizer, architecture, config, work_dir=directory / "checkpoints",
-                                     uncompressed=uncompressed)
+            request = RecoverRequest(model, tokenizer, architecture, config, work_dir=directory / rundir.SCRATCH,
+                                     output_dir=directory, uncompressed=uncompressed)
             model, recovery = recover(hooks, recoverers, request)
+    stages = _stages(clock, [name for name in clock.seconds if name not in done])
+    return model, {"pruning": pruning, "stock": stock,
+                   "recovery": [step.model_dump(mode="json") for step in recovery], **stages}
 
-    with clock.stage("evaluate_after"):
-        after = hooks.evaluate(EvalRequest(model, tokenizer, config, "after"))
-    if recovery and recovery[-1].perplexity_after is None:
-        recovery[-1].perplexity_after = after.perplexity
 
-    directory.mkdir(parents=True, exist_ok=True)
-    with clock.stage("save"):
-        output.save_model(model.to(loaded.storage_dtype), tokenizer, directory / "model")
-
-    report = output.Report(
-        prunekit_version=__version__,
-        model=config.model,
-        plugins=config.plugins,
-        ratio=config.ratio,
-        params=params_report(params_before, layers_before, units_before, model, architecture),
-        metrics={"before": before, "after": after},
-        timings=clock.seconds,
-        peak_rss_mb=round(clock.peak_mb(), 1),
-        memory=clock.memory,
-        stock=stock,
-        pruning=pruning,
-        recovery=recovery,
-        versions=output.package_versions(),
-        config=config.model_copy(update={"output": directory}),
-        disk_bytes=output.DiskBytes(
-            before=output.weight_bytes(loaded.model.name_or_path), after=output.weight_bytes(directory / "model")
-        ),
-        baseline=baseline,
-    )
-    output.write_report(report, directory)
-    return report
+def _stages(clock: Stopwatch, names: list[str]) -> dict[str, dict[str, object]]:
+    """The timings and memory of the stages ``names``, as :class:`prunekit.rundir.Resume` keeps them."""
+    return {"timings": {name: clock.seconds[name] for name in names},
+            "memory": {name: clock.memory[name].model_dump(mode="json") for name in names}}
 
 
 def params_report(before: int, layers_before: int, units_before: dict[str, int], model: nn.Module,
@@ -304,8 +383,7 @@ def params_report(before: int, layers_before: int, units_before: dict[str, int],
 
 def evaluate(config: RunConfig, plugins: Plugins) -> output.Evaluation:
     """Measure one model as it is with the active evaluators (``core eval``)."""
-    hooks = plugins.hooks(config.plugins)
-    config = plugins.resolve_options(with_evaluator_options(config, hooks.evaluators()))
+    config, hooks = resolve(config, plugins)
     from prunekit.models import load_model  # torch and transformers: once the input is known to be good
 
     loaded = load_model(config.model, dtype=config.dtype, device=config.device)

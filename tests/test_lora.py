@@ -21,7 +21,7 @@ from prunekit.config import RunConfig
 from prunekit.errors import UsageError
 from prunekit.manager import get_plugins
 from prunekit.payloads import Metrics, RecoverRequest
-from prunekit.plugins.lora import adapters, corpus, training
+from prunekit.plugins.lora import adapters, corpus, store, training
 from prunekit.plugins.lora.options import LoraOptions, resolve
 from prunekit.tiny import FAMILIES, tiny_model, tokenizer
 
@@ -252,7 +252,16 @@ def test_checkpoints_of_another_training_are_not_resumed(tmp_path, text_file, lo
             "--output", str(tmp_path / "mixed")]
     for key, value in fast_options(text_file, rank=8).items():
         args += ["-o", f"lora.{key}={value}"]
-    assert_one_line_error(runner.invoke(app, args), "checkpoints of another training", "rank")
+    # the run directory records its command, so another training is refused before anything loads
+    assert_one_line_error(runner.invoke(app, args), "holds a run of another command", "options.lora.rank")
+    assert (tmp_path / "mixed" / "checkpoints" / "lora" / "trainer" / "checkpoint-2").is_dir()
+
+
+def test_a_store_refuses_checkpoints_of_another_training(tmp_path):
+    """The training's own guard, for a sliced model that differs under the same command."""
+    store.Store(tmp_path / "checkpoints", tmp_path / "adapter", {"model": "a", "rank": 4}).claim()
+    with pytest.raises(UsageError, match=r"checkpoints of another training \(different model\)"):
+        store.Store(tmp_path / "checkpoints", tmp_path / "adapter", {"model": "b", "rank": 4}).claim()
 
 
 def test_a_finished_adapter_is_merged_again_instead_of_retrained(tmp_path, text_file, loss_plugin, prunekit_plugins):
@@ -262,9 +271,9 @@ def test_a_finished_adapter_is_merged_again_instead_of_retrained(tmp_path, text_
     (tmp_path / "again" / "report.json").unlink()  # as if the run had stopped after recovery
     shutil.rmtree(tmp_path / "again" / "model")
     adapter = Path(first.recovery[0].report["adapter"])
-    assert adapter == tmp_path / "again" / "checkpoints" / "lora" / "adapter"
+    assert adapter == tmp_path / "again" / "adapter"
     assert (adapter / "adapter_config.json").is_file() and (adapter / "adapter_model.safetensors").is_file()
-    assert not (adapter.parent / "trainer").exists()  # optimizer state only served resuming
+    assert not (tmp_path / "again" / "checkpoints").exists()  # optimizer state only served resuming
 
     second = pipeline.run(config, prunekit_plugins)
     assert second.recovery[0].report["resumed_from"] == "finished adapter"
@@ -332,7 +341,7 @@ def test_a_model_without_a_tokenizer_cannot_be_trained(tiny_model, prunekit_plug
         RunConfig(model="tiny-llama", plugins=["lora"], options={"lora": fast_options(text_file)})
     )
     with pytest.raises(UsageError, match="needs the model's tokenizer"):
-        lora.recover(RecoverRequest(model, None, arch("llama"), config, tmp_path / "checkpoints"))
+        lora.recover(RecoverRequest(model, None, arch("llama"), config, tmp_path / "checkpoints", tmp_path))
 
 
 # --- the real model -----------------------------------------------------------------------------

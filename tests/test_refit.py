@@ -67,7 +67,7 @@ def sliced_copy(model, ratio: float, dimensions: list[Dimension], uncompressed: 
 
 def refit_request(model, architecture, uncompressed, corpus, tmp_path, **extra) -> RecoverRequest:
     config = RunConfig(model="tiny", plugins=["refit"], options={"refit": options(corpus, **extra)})
-    return RecoverRequest(model, tokenizer(), architecture, config, work_dir=tmp_path / "work",
+    return RecoverRequest(model, tokenizer(), architecture, config, work_dir=tmp_path / "work", output_dir=tmp_path,
                           uncompressed=uncompressed)
 
 

@@ -45,8 +45,6 @@ if TYPE_CHECKING:
 STUDY_FILE = "study.db"
 SETTINGS_FILE = "settings.json"
 BEST_DIR = "best"
-CHOSEN_FILE = "chosen.txt"
-"""In ``best/``: the key of the configuration run there."""
 
 
 @dataclass
@@ -251,16 +249,24 @@ def run_search(
 
 def _final_run(config: RunConfig, plugins: Plugins, key: str, announce: Callable[[str], None]) -> Path:
     """The chosen configuration through the ordinary pipeline, unless a previous attempt (a
-    resumed search, or another worker in the same directory, which waits for it) finished it."""
-    from prunekit import pipeline
+    resumed search, or another worker in the same directory, which waits for it) finished it.
+    The run directory records its command (:mod:`prunekit.rundir`): a run of the same choice
+    that was cut off resumes there; another choice's run is replaced."""
+    from prunekit import pipeline, rundir
 
     directory = config.output
     with (directory.parent / f".{directory.name}.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # workers sharing the directory run it once
-        marker = directory / CHOSEN_FILE
-        if (directory / "report.json").is_file() and marker.is_file() and marker.read_text() == key:
+        try:
+            rundir.choose(pipeline.resolve(config, plugins)[0])
+        except UsageError:
+            shutil.rmtree(directory)
+        if (directory / rundir.REPORT_FILE).is_file():
             announce(f"the run of {key} finished earlier: {directory}")
             return directory
+        announce(f"running {key} through the pipeline into {directory}")
+        pipeline.run(config, plugins)
+    return directory
         shutil.rmtree(directory, ignore_errors=True)  # another choice's run, or one cut off before its report
         directory.mkdir(parents=True)
         marker.write_text(key)

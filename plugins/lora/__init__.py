@@ -8,7 +8,8 @@ their CPU / CUDA defaults are in :mod:`.options`.
 
 An interrupted training resumes: checkpoints live under the run's ``checkpoints/lora/`` and a
 rerun with the same ``--output`` and settings continues from the last complete one
-(:mod:`.store`). The heavy libraries are imported when recovery runs, not when plugins load.
+(:mod:`.store`); once the pipeline has kept the merged model, it removes them
+(:mod:`prunekit.rundir`). The heavy libraries are imported when recovery runs, not when plugins load.
 """
 
 from __future__ import annotations
@@ -47,7 +48,8 @@ def recover(request: RecoverRequest) -> Recovery:
     settings = options.resolve(chosen, on_gpu=on_gpu, length=length, targets=request.architecture.lora_targets,
                                source=text.source, train_sequences=len(text.train), run_seed=request.config.seed)
     config = adapters.lora_config(model, settings)
-    files = store.Store(request.work_dir, {"model": fingerprint(model), **settings.identity()})
+    files = store.Store(request.work_dir, request.output_dir / "adapter",
+                        {"model": fingerprint(model), **settings.identity()})
     files.claim()
 
     finished = files.finished()

@@ -80,8 +80,7 @@ class LoraOptions(BaseModel):
     seed: int | None = Field(default=None, description="Seed of adapter init, data order and dropout; default --seed.")
     save_adapter: bool = Field(
         default=False,
-        description="Keep the trained adapter alone (peft format) in the run's checkpoints/lora/adapter; "
-        "a rerun after a later interruption then merges it instead of training again.",
+        description="Keep the trained adapter alone (peft format) in the run's adapter/, beside the merged model.",
     )
 
     @field_validator("data")

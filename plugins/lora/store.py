@@ -1,6 +1,6 @@
 """What recovery keeps on disk so that an interrupted run resumes instead of starting over.
 
-Everything lives under the run's ``checkpoints/lora/``:
+Training state lives under the run's ``checkpoints/lora/``:
 
 - ``manifest.json``: the identity of the training (fingerprint of the sliced model and every
   setting that shapes the result). A rerun into the same directory resumes only if it matches;
@@ -9,12 +9,13 @@ Everything lives under the run's ``checkpoints/lora/``:
 - ``trainer/checkpoint-N/``: ``Trainer``'s checkpoints (adapter, optimizer, scheduler, RNG and
   trainer state), one per evaluation. ``Trainer`` writes ``trainer_state.json`` last, so a
   checkpoint without it was cut off mid-write and is discarded.
-- ``adapter/``: the finished adapter in peft's format with ``recovery.json`` (the report), written
-  under a temporary name and renamed into place. It is kept only with ``save_adapter``; a
-  rerun that finds it merges it without training.
 
-Trainer checkpoints hold optimizer state (twice the adapter's size) and serve only to resume
-training, so they are deleted once training has finished.
+They stay after training: the pipeline removes ``checkpoints/`` once it has kept the merged model
+(:mod:`prunekit.rundir`), so that a kill between the two loses no training.
+
+With ``save_adapter`` the finished adapter goes to the run's ``adapter/`` in peft's format with
+``recovery.json`` (the report), written under a temporary name and renamed into place; a rerun
+that finds it merges it without training.
 """
 
 from __future__ import annotations
@@ -45,10 +46,10 @@ def _write_json(path: Path, content: dict[str, Any]) -> None:
 class Store:
     """The recovery files of one run directory, for one training identity."""
 
-    def __init__(self, work_dir: Path, identity: dict[str, Any]) -> None:
+    def __init__(self, work_dir: Path, adapter_dir: Path, identity: dict[str, Any]) -> None:
         self.root = work_dir / "lora"
         self.trainer_dir = self.root / "trainer"
-        self.adapter_dir = self.root / "adapter"
+        self.adapter_dir = adapter_dir
         self.identity = json.loads(json.dumps(identity))  # as it reads back from JSON
 
     def claim(self) -> None:
@@ -85,17 +86,12 @@ class Store:
         return json.loads(report.read_text()) if report.is_file() else None
 
     def finish(self, model: PeftModel, report: dict[str, Any], keep_adapter: bool) -> None:
-        """Keep the trained adapter (or nothing) and drop the checkpoints only training needed."""
+        """Keep the trained adapter, if asked: the trainer checkpoints stay until the pipeline has
+        kept the merged model."""
         if keep_adapter:
             staging = self.adapter_dir.with_name(f".{self.adapter_dir.name}.tmp-{os.getpid()}")
             shutil.rmtree(staging, ignore_errors=True)
             model.save_pretrained(staging)
             _write_json(staging / REPORT_FILE, report)
+            shutil.rmtree(self.adapter_dir, ignore_errors=True)
             os.replace(staging, self.adapter_dir)
-            shutil.rmtree(self.trainer_dir, ignore_errors=True)
-        else:
-            shutil.rmtree(self.root, ignore_errors=True)
-            try:
-                self.root.parent.rmdir()  # the run's checkpoints/, if nothing else is in it
-            except OSError:
-                pass

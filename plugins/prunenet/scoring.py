@@ -9,7 +9,6 @@ import logging
 
 import torch
 
-from prunekit.errors import UsageError
 from prunekit.models import fingerprint
 from prunekit.payloads import Dimension, Importance, ScoreRequest
 from prunekit.plugins.prunenet import NAME, store
@@ -28,18 +27,10 @@ SELECTIONS = {
 
 
 def ffn_weights(request: ScoreRequest) -> list[torch.Tensor]:
-    """Each layer's FFN input weight as float32 ``[channels, hidden]``; non-finite weights are bad
-    input, since no spectrum (and no sampling weight) can be computed from them."""
-    weights = []
-    for index, layer in enumerate(request.architecture.layers(request.model)):
-        weight = request.architecture.ffn_input_weight(layer).detach().float()
-        if not torch.isfinite(weight).all():
-            raise UsageError(
-                f"layer {index}: the FFN input weight contains NaN or Inf; "
-                f"PruneNet scores weights and cannot score non-finite ones"
-            )
-        weights.append(weight)
-    return weights
+    """Each layer's FFN input weight as float32 ``[channels, hidden]`` (finite: a model with a
+    non-finite weight is refused when it loads, :func:`prunekit.models.first_non_finite`)."""
+    return [request.architecture.ffn_input_weight(layer).detach().float()
+            for layer in request.architecture.layers(request.model)]
 
 
 def obtain_policy(
