@@ -4,7 +4,8 @@ Each grid point is one ``prunekit.pipeline.run`` into ``DIR/points/r<ratio>-d<si
 reuses whatever the plugins cache across runs (the evaluators' baseline, a pruner's learned
 policy) and leaves a full run report. A point whose ``report.json`` exists is finished and never
 run again: rerunning the same command after an interruption, or with more ratios or sizes,
-runs only what is missing. ``DIR/sweep.json`` records the settings that define the experiment,
+runs only what is missing, and a point cut off mid-run resumes from what its run directory kept
+(:mod:`prunekit.rundir`). ``DIR/sweep.json`` records the settings that define the experiment,
 and a rerun with different ones is refused rather than mixing two experiments in one fit.
 
 The recovery data size D reaches the recovery plugin as one of its options (``--recovery
@@ -178,8 +179,6 @@ def run_sweep(
         if (where / "report.json").is_file():
             announce(f"[{index}/{len(grid)}] r={ratio:g} D={size}: finished earlier, reused")
             continue
-        if (where / "model").exists():  # interrupted after saving the model, before the report
-            shutil.rmtree(where / "model")
         announce(f"[{index}/{len(grid)}] r={ratio:g} D={size}: running")
         pipeline.run(config, plugins)
         if not keep_models:

@@ -267,9 +267,3 @@ def _final_run(config: RunConfig, plugins: Plugins, key: str, announce: Callable
         announce(f"running {key} through the pipeline into {directory}")
         pipeline.run(config, plugins)
     return directory
-        shutil.rmtree(directory, ignore_errors=True)  # another choice's run, or one cut off before its report
-        directory.mkdir(parents=True)
-        marker.write_text(key)
-        announce(f"running {key} through the pipeline into {directory}")
-        pipeline.run(config, plugins)
-    return directory
