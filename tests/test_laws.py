@@ -383,6 +383,14 @@ def test_sweep_runs_the_grid_through_the_pipeline_fits_and_resumes(sweep_plugins
     assert len(json.loads((out / "results.json").read_text())) == 8
 
 
+def test_a_sweep_too_small_to_fit_still_prints_a_json_document(sweep_plugins, tmp_path):
+    result = sweep(tmp_path / "sweep", "--ratios", "0.3", "--recover-sizes", "0", "--json")
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert document["fitted"] is False and document["points"] == 1 and document["reason"]
+    assert "Not fitted yet" in result.stderr
+
+
 def test_an_interrupted_point_is_run_again(sweep_plugins, tmp_path):
     probe, _ = sweep_plugins
     out = tmp_path / "sweep"

@@ -7,6 +7,7 @@ contract (``reports_errors``: bad input → one line, exit 2) and option types f
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -143,6 +144,9 @@ def sweep(
         report = write_fit(points, [str(directory)], directory, retention)
     except UsageError as exc:  # the sweep itself succeeded; its points are kept for a later fit
         stderr.print(f"Not fitted yet: {exc} (results in {directory})", markup=False, highlight=False)
+        if as_json:  # still a document: the points exist, the fit does not
+            emit_json(json.dumps({"fitted": False, "reason": str(exc), "results": str(directory),
+                                  "points": len(points)}, indent=2))
         return
     if as_json:
         emit_json(report.model_dump_json(indent=2))
