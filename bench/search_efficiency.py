@@ -3,14 +3,14 @@
 Two steps:
 
 ``record`` measures every configuration of a search space on the real model once, exactly as
-``core search`` measures them (:class:`prunekit.search.evaluation.ModelEvaluator`): every model
+``core search`` measures them (:class:`prunekit.plugins.search.evaluation.ModelEvaluator`): every model
 shape timed with the ``latency`` protocol next to the uncompressed model, every configuration
 scored on every evaluation batch, the uncompressed model's reference scores. It writes one JSON
-table (:class:`prunekit.search.table.Table`) and can be interrupted: a rerun keeps what is in it.
+table (:class:`prunekit.plugins.search.table.Table`) and can be interrupted: a rerun keeps what is in it.
 
     .venv/bin/python bench/search_efficiency.py record --out bench/data/search_table_smollm2.json
 
-``compare`` replays searches against the table (:func:`prunekit.search.table.replay`: the real
+``compare`` replays searches against the table (:func:`prunekit.plugins.search.table.replay`: the real
 search loop and selector plugins, measurements read from the table) over many seeds:
 
 - ``bandit``: its own stopping rule;
@@ -40,8 +40,8 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 from prunekit.manager import get_plugins  # noqa: E402
 from prunekit.output import write_text  # noqa: E402
-from prunekit.search.objective import Objective  # noqa: E402
-from prunekit.search.table import Table, replay  # noqa: E402
+from prunekit.plugins.search.objective import Objective  # noqa: E402
+from prunekit.plugins.search.table import Table, replay  # noqa: E402
 
 DEFAULT_TABLE = Path(__file__).parent / "data" / "search_table_smollm2.json"
 
@@ -54,8 +54,8 @@ def record(args: argparse.Namespace) -> None:
 
     from prunekit.config import build_config
     from prunekit.pipeline import with_evaluator_options
-    from prunekit.search.evaluation import ModelEvaluator, QualitySettings
-    from prunekit.search.space import parse_ratios
+    from prunekit.plugins.search.evaluation import ModelEvaluator, QualitySettings
+    from prunekit.plugins.search.space import parse_ratios
 
     plugins = get_plugins()
     config = build_config(None, {"model": args.model, "plugins": args.plugins, "tasks": args.tasks, "seed": args.seed},

@@ -1,7 +1,7 @@
 """Architecture adapters: where a model family keeps the parts that slicing touches.
 
 Adapters arrive through the ``register_architectures`` hook, so the core knows no family by
-name; the built-in ones live in :mod:`prunekit.plugins.architectures`. A model whose family no
+name: plugins register the hand-written ones. A model whose family no
 adapter claims gets one derived from its own structure (:mod:`prunekit.discovery`).
 :class:`Architecture` is the interface every adapter implements; :class:`DecoderArchitecture`
 implements it for the usual decoder-only layout from a few module paths, which is what both the

@@ -1,5 +1,9 @@
 """The ``core`` / ``prunekit`` command line (one Typer app under two names).
 
+``run``, ``eval`` and ``plugins`` are the core's own commands; every other command comes from a
+plugin through ``register_commands``, called once as this module builds the app (``core search``
+and ``core laws`` from built-in plugins, a third party's the same way).
+
 Exit codes: 0 success; 2 bad input, with one line on stderr naming the problem (click's parse
 errors too: :func:`main`); 1 a failure during the run; 130 after Ctrl-C. ``--json`` puts the
 machine-readable result alone on stdout; progress, logs and whatever a library prints go to
@@ -21,7 +25,7 @@ from rich.logging import RichHandler
 from rich.table import Table
 from rich.text import Text
 
-from prunekit import __version__, hub
+from prunekit import __version__, hub, manager
 from prunekit.cli_shared import (
     ConfigOpt,
     DeviceOpt,
@@ -37,8 +41,6 @@ from prunekit.cli_shared import (
     stderr,
     stdout,
 )
-from prunekit.laws.cli import laws_app
-from prunekit.search.cli import search
 
 try:
     from typer import TyperException as ClickError  # click's errors: recent typer carries its own copy of click
@@ -261,8 +263,7 @@ def plugins_show(name: Annotated[str, typer.Argument(help="The plugin's name.")]
     stdout.print(settings)
 
 
-app.add_typer(laws_app, name="laws")
-app.command()(search)
+manager.get_plugins().register_commands(app)  # core search, core laws and any plugin's own
 
 
 def usage_line(error: ClickError) -> str:

@@ -1,7 +1,8 @@
-"""What the ``core`` command and its sub-commands (``laws``, ``search``) share: the consoles, the
-error contract, ``--json``'s stdout and the option types.
+"""What the ``core`` command and the commands plugins add to it (``register_commands``: ``laws``,
+``search``, a third party's) share: the consoles, the error contract, ``--json``'s stdout and the
+option types.
 
-A module of its own so that the sub-commands' modules import it, not ``prunekit.cli``, which
+A module of its own so that the plugins' command modules import it, not ``prunekit.cli``, which
 mounts them: the command line then loads in any order, ``python -m prunekit.cli`` included.
 """
 

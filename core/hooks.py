@@ -25,8 +25,6 @@ if TYPE_CHECKING:
         Recovery,
         RestoreRequest,
         ScoreRequest,
-        SelectRequest,
-        Selection,
         SliceRequest,
     )
 
@@ -36,12 +34,11 @@ class Hooks:
 
     def __init__(self, pm: pluggy.PluginManager, active: set[str]) -> None:
         self._pm = pm
-        inactive = [plugin for name, plugin in pm.list_name_plugin() if plugin and name not in active]
+        self._inactive = inactive = [plugin for name, plugin in pm.list_name_plugin() if plugin and name not in active]
         self._score = pm.subset_hook_caller("score_importance", inactive)
         self._slice = pm.subset_hook_caller("slice_layer", inactive)
         self._slice_model = pm.subset_hook_caller("slice_model", inactive)
         self._recover = pm.subset_hook_caller("recover", inactive)
-        self._select = pm.subset_hook_caller("select_ratio", inactive)
         evaluators = {pm.get_name(impl.plugin) for impl in pm.hook.evaluate.get_hookimpls()}
         self._evaluate = (
             pm.subset_hook_caller("evaluate", inactive) if evaluators & active else pm.hook.evaluate
@@ -117,8 +114,10 @@ class Hooks:
         results = self._pm.subset_hook_caller(hook, others)(request=request)
         return results[0] if results else None
 
-    def select_ratio(self, request: SelectRequest) -> Selection | None:
-        return self._select(request=request)
+    def call(self, hook: str, request: object) -> Any:
+        """Any hook by name, on the active plugins only: for the hooks that plugins add
+        (``add_hookspecs``), which this facade has no method for."""
+        return self._pm.subset_hook_caller(hook, self._inactive)(request=request)
 
 
 def merge_metrics(parts: list[Metrics]) -> Metrics:

@@ -10,11 +10,18 @@ One run calls them in this order::
       (or slice_model           first result: a whole-model slicer replaces the two steps above)
     recover  x recovery plugins in the order the run names them, each on the previous one's model
     evaluate(stage="after")
-    select_ratio                first result; called by searches, which wrap whole runs
     restore_structure           first result; called by prunekit.load for non-stock checkpoints
 
-Each hook takes one typed request from :mod:`prunekit.payloads` and returns a typed result, or
-``None`` to let the next plugin answer. ``docs/hooks.md`` carries one heading per hook with its
+Two more hooks make the program itself extensible::
+
+    add_hookspecs               historic: each plugin, as it is registered, may add hooks of its own
+    register_commands           once, when the command line is built: each plugin adds its commands
+
+``core search`` and ``core laws`` are built-in plugins of that kind; the search brings a hook of
+its own, ``select_ratio``, which the selector plugins implement (docs/hooks.md).
+
+Each pipeline hook takes one typed request from :mod:`prunekit.payloads` and returns a typed result,
+or ``None`` to let the next plugin answer. ``docs/hooks.md`` carries one heading per hook with its
 exact signature; a test keeps the two in step.
 """
 
@@ -25,6 +32,7 @@ from typing import TYPE_CHECKING, Callable
 import pluggy
 
 if TYPE_CHECKING:
+    import typer
     from pydantic import BaseModel
 
     from prunekit.architectures import Architecture
@@ -37,8 +45,6 @@ if TYPE_CHECKING:
         Recovery,
         RestoreRequest,
         ScoreRequest,
-        SelectRequest,
-        Selection,
         SliceRequest,
     )
 
@@ -141,23 +147,10 @@ def evaluate(request: EvalRequest) -> Metrics | None:
     both stages the same way so that the report's retention and speedup compare like with like.
     Between recovery steps it is called with ``stage="recovery"`` for the perplexity each step
     reports; an evaluator whose measure is slow or does not change with the weights returns
-    ``None`` there.
+    ``None`` there. A search asks each evaluator on its own, for the uncompressed model
+    (``stage="before"``) and each configuration it tries (``"after"``), with the settings of one
+    evaluation batch in the evaluator's options and the batch's seed as the run's.
     Return ``None`` when there is nothing to measure with the run's settings.
-    """
-
-
-@hookspec(firstresult=True)
-def select_ratio(request: SelectRequest) -> Selection | None:
-    """Choose the next compression configuration for a search to try, and the best so far.
-
-    ``request.candidates`` are the configurations (a pruner and a ratio per dimension it offers),
-    ``request.history`` every finished evaluation: its measured latency, whether it met the budget,
-    and its score per quality task on each evaluation batch measured (``request.quality(c)`` turns
-    a candidate's batches into the search's objective, ``request.feasible(c)`` compares its timed
-    latency with ``request.budget``). Return ``Selection(next=c, batches=[...])`` to evaluate ``c``
-    on those batches (``None``: all, a full evaluation), or ``Selection(next=None, best=...)`` to end
-    the search. The selectors the search names are asked (every installed one if it names none),
-    first answer wins; return ``None`` for a search you cannot run (the bandit without a budget).
     """
 
 
@@ -171,4 +164,32 @@ def restore_structure(request: RestoreRequest) -> bool | None:
     ``request.structure["plugin"]`` reshapes and adds modules in place and returns ``True``; the
     weights are then loaded from the safetensors files, strictly. Others return ``None``. No
     pickle is involved: the structure is plain JSON in the config.
+    """
+
+
+@hookspec(historic=True)
+def add_hookspecs(pluginmanager: pluggy.PluginManager) -> None:
+    """Add the hooks this plugin defines for other plugins, with ``pluginmanager.add_hookspecs(module)``.
+
+    Called once for every plugin as it is registered (a historic hook, like pytest's
+    ``pytest_addhooks``), before any hook is called, so a plugin that runs a process of its own
+    can let other plugins take part in it: the built-in ``search`` plugin adds ``select_ratio``,
+    which the selector plugins implement. Mark the hookspecs with :data:`hookspec` (the project's marker), so that pluggy checks
+    the implementations against them as it checks the core's. A plugin implementing a hook that
+    another plugin adds should mark its implementation ``@hookimpl(optionalhook=True)``: with that
+    plugin disabled, the hook does not exist.
+    """
+
+
+@hookspec
+def register_commands(cli: typer.Typer) -> None:
+    """Add commands to the ``core`` command line, with ``cli.command()`` or ``cli.add_typer(app, name=...)``.
+
+    ``cli`` is the ``core`` Typer app; each plugin's implementation is called once, when the command
+    line is built, in pluggy's order (the last registered first). ``core search``
+    and ``core laws`` come from the built-in plugins ``search`` and ``laws`` this way, as
+    simonw/llm's plugins add theirs. Commands that load no model must answer at once, so import
+    only the command's own module and Typer here, and the heavy libraries inside the command's
+    body. A plugin whose registration raises is recorded as failed (``core plugins list`` shows
+    why), whatever it had added is taken back, and the other commands still work.
     """

@@ -1,7 +1,9 @@
 """Finding and registering plugins: built-ins and third-party packages through one path.
 
 Built-ins are listed in :data:`DEFAULT_PLUGINS` (the only place the core names them) and
-registered with ``pm.register`` exactly as entry-point plugins are. Third-party plugins come
+registered with ``pm.register`` exactly as entry-point plugins are; ``core search`` and ``core
+laws`` are among them, plugins that add commands (``register_commands``) and, for the search, a
+hook of its own (``add_hookspecs``). Third-party plugins come
 from the entry-point group ``prunekit`` through pluggy's ``load_setuptools_entrypoints``, one
 entry point at a time, so that a plugin that fails to import, has a wrong hook signature or
 implements a hook that does not exist is recorded as a :class:`PluginFailure` and the others
@@ -21,6 +23,7 @@ import importlib.metadata
 import logging
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -33,6 +36,8 @@ from prunekit.config import describe_validation_error
 from prunekit.errors import UsageError
 
 if TYPE_CHECKING:
+    import typer
+
     from prunekit.config import RunConfig
     from prunekit.hooks import Hooks
 
@@ -61,10 +66,12 @@ DEFAULT_PLUGINS: dict[str, str] = {
     "slicegpt": "prunekit.plugins.slicegpt",
     "refit": "prunekit.plugins.refit",
     "lora": "prunekit.plugins.lora",
+    "search": "prunekit.plugins.search",
     "bandit": "prunekit.plugins.bandit",
     "optuna": "prunekit.plugins.optuna_search",
+    "laws": "prunekit.plugins.laws",
 }
-"""Every built-in plugin, by the name users give to ``--plugins``."""
+"""Every built-in plugin, by its name: the one ``--plugins`` takes, for those that take part in runs."""
 
 
 @dataclass(frozen=True)
@@ -88,7 +95,7 @@ class PluginInfo:
 
 @dataclass(frozen=True)
 class PluginFailure:
-    """A third-party plugin that could not be loaded, and why."""
+    """A plugin that could not be loaded, or could not add its commands, and why."""
 
     name: str
     distribution: str | None
@@ -114,8 +121,8 @@ class Plugins:
     def __init__(self) -> None:
         self.pm = pluggy.PluginManager(hookspecs.PROJECT)
         self.pm.add_hookspecs(hookspecs)
-        if tracing.enabled():
-            tracing.trace(self.pm)
+        # historic: every plugin registered from now on is asked as it is registered (pytest_addhooks)
+        self.pm.hook.add_hookspecs.call_historic(kwargs={"pluginmanager": self.pm})
         self.failures: dict[str, PluginFailure] = {}
         for name in _names_from_env(DISABLE_ENV) or ():
             self.pm.set_blocked(name)
@@ -124,6 +131,8 @@ class Plugins:
                 self.pm.register(importlib.import_module(module), name=name)
         self.pm.check_pending()
         self._load_entry_points()
+        if tracing.enabled():  # the calls after loading: add_hookspecs, as each plugin registers, is part of it
+            tracing.trace(self.pm)
 
     def _load_entry_points(self) -> None:
         allowed = _names_from_env(LOAD_ENV)
@@ -138,12 +147,33 @@ class Plugins:
                 self.pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP, name=ep.name)
                 self.pm.check_pending()
             except Exception as exc:  # a broken plugin must not take the others down
-                if self.pm.has_plugin(ep.name):
-                    self.pm.unregister(name=ep.name)
-                version = ep.dist.version if ep.dist else None
-                error = f"{type(exc).__name__}: {exc}".splitlines()[0]
-                self.failures[ep.name] = PluginFailure(ep.name, dist, version, error)
-                log.warning("plugin %r from %s failed to load: %s", ep.name, dist, error)
+                self._failed(ep.name, dist, ep.dist.version if ep.dist else None, exc, "failed to load")
+
+    def _failed(self, name: str, dist: str | None, version: str | None, exc: Exception, what: str) -> None:
+        """Record plugin ``name`` as failed and unregister it, so that the others work without it."""
+        if self.pm.has_plugin(name):
+            self.pm.unregister(name=name)
+        error = f"{type(exc).__name__}: {exc}".splitlines()[0]
+        self.failures[name] = PluginFailure(name, dist, version, error)
+        log.warning("plugin %r from %s %s: %s", name, dist, what, error)
+
+    def register_commands(self, cli: typer.Typer) -> None:
+        """Every plugin's commands added to ``cli`` (``register_commands``), one plugin at a time, in
+        the order pluggy calls them (``core plugins list --hooks``).
+
+        A plugin whose registration raises is recorded as failed, like one that fails to import,
+        and unregistered; the commands and sub-apps it had already added are taken back, so the
+        command line starts without it."""
+        dists = {id(plugin): dist for plugin, dist in self.pm.list_plugin_distributions()}
+        for impl in reversed(self.pm.hook.register_commands.get_hookimpls()):  # pluggy's call order
+            commands, groups = len(cli.registered_commands), len(cli.registered_groups)
+            try:
+                impl.function(cli=cli)
+            except Exception as exc:
+                del cli.registered_commands[commands:], cli.registered_groups[groups:]
+                dist = dists.get(id(impl.plugin))
+                name = dist.metadata["Name"] if dist else None
+                self._failed(impl.plugin_name, name, dist.version if dist else None, exc, "failed to add its commands")
 
     def register(self, plugin: object, name: str) -> None:
         """Register an in-process plugin (tests, notebooks); same checks as any other."""
@@ -179,13 +209,24 @@ class Plugins:
             )
         return infos
 
+    def hookspecs(self) -> dict[str, Callable[..., object]]:
+        """Every hook by name with its specification: the core's (:mod:`prunekit.hookspecs`), then
+        those that plugins added (``add_hookspecs``), each module's in the order it defines them."""
+        marker = f"{hookspecs.PROJECT}_spec"
+        callers = vars(self.pm.hook).values()
+        modules = dict.fromkeys([hookspecs, *(caller.spec.namespace for caller in callers if caller.spec)])
+        found: dict[str, Callable[..., object]] = {}
+        for module in modules:
+            for name, value in vars(module).items():
+                if hasattr(value, marker):
+                    found.setdefault(name, value)
+        return found
+
     def call_order(self) -> dict[str, list[str]]:
-        """Every hook, in pipeline order, with the plugins implementing it in the order pluggy
-        asks them (``core plugins list --hooks``); ``recover`` alone runs its selected plugins in
-        the run's ``--plugins`` order instead."""
-        spec = f"{hookspecs.PROJECT}_spec"
-        names = [name for name, value in vars(hookspecs).items() if hasattr(value, spec)]  # definition order
-        return {name: tracing.call_order(getattr(self.pm.hook, name).get_hookimpls()) for name in names}
+        """Every hook (:meth:`hookspecs`) with the plugins implementing it in the order pluggy asks
+        them (``core plugins list --hooks``); ``recover`` alone runs its selected plugins in the
+        run's ``--plugins`` order instead."""
+        return {name: tracing.call_order(getattr(self.pm.hook, name).get_hookimpls()) for name in self.hookspecs()}
 
     def options_models(self) -> dict[str, type[BaseModel]]:
         """Each plugin's declared settings model (``plugin_options``), by plugin name."""

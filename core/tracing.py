@@ -1,5 +1,8 @@
 """``PRUNEKIT_TRACE_PLUGINS=1``: log every hook call with the plugins it asked and how long it took.
 
+From the moment the plugins are loaded: ``add_hookspecs``, called as each plugin is registered, is
+part of loading them.
+
 Built on pluggy's ``add_hookcall_monitoring``, which sees each call of a hook (also through the
 per-run subset callers) with the implementations pluggy is about to ask. A first-result hook stops
 at the first answer, so its line names the plugins in the order they are asked, not only the one

@@ -3,7 +3,7 @@
 Arms are the candidate configurations; a *pull* scores one arm on one evaluation batch (a seeded
 random sample of each task's examples), a cheap and noisy estimate of its full evaluation. Every
 arm's j-th pull uses the same batch (common random numbers), and the search measures each batch
-as a paired difference from the uncompressed model (:mod:`prunekit.search.quality`), so arms are
+as a paired difference from the uncompressed model (:mod:`prunekit.plugins.search.quality`), so arms are
 compared on equal terms.
 
 A step does one of three things, in this order:
@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel, ConfigDict, Field
 
 from prunekit import hookimpl
-from prunekit.payloads import Candidate, SelectRequest, Selection
+from prunekit.plugins.search.payloads import Candidate, SelectRequest, Selection
 
 if TYPE_CHECKING:
     import numpy as np
@@ -279,7 +279,7 @@ def plugin_options() -> type[BaseModel]:
     return BanditOptions
 
 
-@hookimpl(tryfirst=True)
+@hookimpl(tryfirst=True, optionalhook=True)  # the search plugin's hook, absent where it is disabled
 def select_ratio(request: SelectRequest) -> Selection | None:
     if request.budget is None:
         return None  # no single best without a budget: a Pareto selector answers instead

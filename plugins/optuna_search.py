@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from prunekit import hookimpl
-from prunekit.payloads import Candidate, SelectRequest, Selection
+from prunekit.plugins.search.payloads import Candidate, SelectRequest, Selection
 
 if TYPE_CHECKING:  # Optuna is imported when a search selects, not whenever plugins are loaded
     import optuna
@@ -73,7 +73,7 @@ def _values(request: SelectRequest, candidate: Candidate) -> list[float]:
 def _known_trial(request: SelectRequest, candidate: Candidate) -> optuna.trial.FrozenTrial:
     import optuna
 
-    from prunekit.search.study import distributions, params
+    from prunekit.plugins.search.study import distributions, params
 
     constraints = None
     if request.budget is not None:
@@ -97,11 +97,11 @@ def plugin_options() -> type[BaseModel]:
     return OptunaOptions
 
 
-@hookimpl
+@hookimpl(optionalhook=True)  # the search plugin's hook, absent where it is disabled
 def select_ratio(request: SelectRequest) -> Selection | None:
     import optuna
 
-    from prunekit.search.study import quiet_optuna, suggest
+    from prunekit.plugins.search.study import quiet_optuna, suggest
 
     options = OptunaOptions.model_validate(request.options(NAME))
     best = best_feasible(request) if request.budget is not None else None

@@ -10,15 +10,16 @@ import pytest
 
 from prunekit.config import RunConfig
 from prunekit.manager import get_plugins
-from prunekit.payloads import Candidate, Dimension, SelectRequest, Trial
+from prunekit.payloads import Dimension
 from prunekit.plugins.bandit import Bandit, BanditOptions
-from prunekit.search.budget import LatencyBudget, Timing
-from prunekit.search.driver import CONFIRMING_RUNS, SearchLoop
-from prunekit.search.objective import Objective
-from prunekit.search.quality import Reference
-from prunekit.search.space import Axis, Space
-from prunekit.search.study import SearchStudy
-from prunekit.search.table import Table, TableEvaluator, replay
+from prunekit.plugins.search.budget import LatencyBudget, Timing
+from prunekit.plugins.search.driver import CONFIRMING_RUNS, SearchLoop
+from prunekit.plugins.search.objective import Objective
+from prunekit.plugins.search.payloads import Candidate, SelectRequest, Trial
+from prunekit.plugins.search.quality import Reference
+from prunekit.plugins.search.space import Axis, Space
+from prunekit.plugins.search.study import SearchStudy
+from prunekit.plugins.search.table import Table, TableEvaluator, replay
 
 MEAN = Objective()
 

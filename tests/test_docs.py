@@ -9,20 +9,22 @@ from pathlib import Path
 import pytest
 
 from prunekit import hookspecs
+from prunekit.manager import Plugins
 
 HOOKS_DOC = Path(__file__).parent.parent / "docs" / "hooks.md"
 
 
+SPECS = Plugins().hookspecs()
+"""Every hook: the core's and those the built-in plugins add (the search's ``select_ratio``)."""
+
+
 def hook_names() -> list[str]:
-    return sorted(
-        name for name, fn in vars(hookspecs).items()
-        if callable(fn) and hasattr(fn, f"{hookspecs.PROJECT}_spec")
-    )
+    return sorted(SPECS)
 
 
 def signature(name: str) -> str:
     """``name(arg: Type) -> Result`` from the hookspec, annotations as written in the source."""
-    sig = inspect.signature(getattr(hookspecs, name))
+    sig = inspect.signature(SPECS[name])
     params = ", ".join(f"{p.name}: {p.annotation}" for p in sig.parameters.values())
     return f"{name}({params}) -> {sig.return_annotation}"
 
@@ -35,17 +37,21 @@ def documented() -> dict[str, str]:
 
 def summary(name: str) -> str:
     """The hookspec docstring's first sentence, with reST markup reduced to the doc's Markdown."""
-    paragraph = " ".join(inspect.getdoc(getattr(hookspecs, name)).split("\n\n")[0].split())
+    paragraph = " ".join(inspect.getdoc(SPECS[name]).split("\n\n")[0].split())
     first = re.match(r"(.+?\.)(?:\s|$)", paragraph).group(1)
     first = re.sub(r":\w+:`~?(?:[\w.]+\.)?(\w+)`", r"`\1`", first)
     return first.replace("``", "`")
 
 
-def test_there_are_six_pipeline_hooks_two_registration_hooks_and_one_loading_hook():
-    assert hook_names() == [
-        "evaluate", "plugin_options", "recover", "register_architectures", "restore_structure",
-        "score_importance", "select_ratio", "slice_layer", "slice_model",
+def test_the_core_has_five_pipeline_two_registration_one_loading_and_two_program_hooks_and_search_adds_one():
+    core = sorted(name for name, spec in SPECS.items() if spec.__module__ == hookspecs.__name__)
+    assert core == [
+        "add_hookspecs", "evaluate", "plugin_options", "recover", "register_architectures", "register_commands",
+        "restore_structure", "score_importance", "slice_layer", "slice_model",
     ]
+    assert {name: SPECS[name].__module__ for name in set(SPECS) - set(core)} == {
+        "select_ratio": "prunekit.plugins.search.hookspecs"
+    }
 
 
 @pytest.mark.parametrize("name", hook_names())

@@ -15,9 +15,9 @@ from typer.testing import CliRunner
 from prunekit import hookimpl
 from prunekit.cli import app
 from prunekit.errors import UsageError
-from prunekit.laws import LawForm, Point, critical_ratio, fit_law, fit_points, read_fit
-from prunekit.laws.analysis import leave_one_ratio_out
-from prunekit.laws.points import point_from_report
+from prunekit.plugins.laws import LawForm, Point, critical_ratio, fit_law, fit_points, read_fit
+from prunekit.plugins.laws.analysis import leave_one_ratio_out
+from prunekit.plugins.laws.points import point_from_report
 from prunekit.payloads import Metrics, Recovery
 
 runner = CliRunner()
@@ -237,7 +237,7 @@ def test_a_fit_across_models_needs_the_model_or_its_baseline():
 
 @pytest.fixture
 def results_file(tmp_path):
-    from prunekit.laws.points import write_points
+    from prunekit.plugins.laws.points import write_points
 
     path = tmp_path / "sweep" / "results.json"
     path.parent.mkdir()
@@ -404,7 +404,7 @@ def test_an_interrupted_point_is_run_again(sweep_plugins, tmp_path):
 
 def test_default_sweep_directory_is_fixed_so_the_same_command_resumes(tmp_path):
     from prunekit.config import RunConfig
-    from prunekit.laws.sweep import default_directory
+    from prunekit.plugins.laws.sweep import default_directory
 
     config = RunConfig(model="org/model", plugins=["prunenet", "lora"])
     assert str(default_directory(config)) == "runs/laws-org_model-prunenet+lora"

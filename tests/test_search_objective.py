@@ -9,8 +9,8 @@ import pytest
 from pydantic import ValidationError
 
 from prunekit.errors import UsageError
-from prunekit.search.objective import Objective, alpha_fair_utility, equivalent_retention
-from prunekit.search.quality import Reference
+from prunekit.plugins.search.objective import Objective, alpha_fair_utility, equivalent_retention
+from prunekit.plugins.search.quality import Reference
 
 RETENTION = [0.95, 0.7, 0.88, 0.4, 0.99]
 

@@ -10,12 +10,13 @@ import pytest
 
 from prunekit.config import RunConfig
 from prunekit.manager import get_plugins
-from prunekit.payloads import Candidate, Dimension, Selection
-from prunekit.search.budget import LatencyBudget
-from prunekit.search.driver import SearchLoop
-from prunekit.search.objective import Objective
-from prunekit.search.study import SearchStudy, SelectorSampler, candidate_attrs, suggest
-from prunekit.search.table import TableEvaluator, replay
+from prunekit.payloads import Dimension
+from prunekit.plugins.search.budget import LatencyBudget
+from prunekit.plugins.search.driver import SearchLoop
+from prunekit.plugins.search.objective import Objective
+from prunekit.plugins.search.payloads import Candidate, Selection
+from prunekit.plugins.search.study import SearchStudy, SelectorSampler, candidate_attrs, suggest
+from prunekit.plugins.search.table import TableEvaluator, replay
 
 from test_bandit import synthetic_table
 
@@ -132,7 +133,7 @@ def test_a_new_sqlite_storage_waits_while_another_process_creates_its_tables(tmp
 
     import filelock
 
-    from prunekit.search import study
+    from prunekit.plugins.search import study
 
     database = tmp_path / "shared.db"
     url = f"sqlite:///{database}"

@@ -7,10 +7,11 @@ import random
 import pytest
 
 from prunekit.errors import UsageError
-from prunekit.payloads import Candidate, Dimension
-from prunekit.search.budget import LatencyBudget
-from prunekit.search.evaluation import score_ratio
-from prunekit.search.space import Axis, Space, build_space, canonical_ratio, parse_ratios
+from prunekit.payloads import Dimension
+from prunekit.plugins.search.budget import LatencyBudget
+from prunekit.plugins.search.evaluation import score_ratio
+from prunekit.plugins.search.payloads import Candidate
+from prunekit.plugins.search.space import Axis, Space, build_space, canonical_ratio, parse_ratios
 from prunekit.slicing import kept_units
 
 

@@ -5,6 +5,7 @@
 - ``latency`` (:mod:`.speed`): prefill and decode throughput, memory.
 
 Each module also exposes its measurement as a plain function (:func:`.perplexity.measure`,
-:func:`.zeroshot.score_tasks`, :func:`.speed.measure`), so that a search can measure candidate
-models without running the pipeline.
+:func:`.zeroshot.score_tasks`, :func:`.speed.measure`) for code that measures a model outside a
+run. A search does not call them: it asks each evaluator through the hook, with the settings of
+one evaluation batch in its options (``sample`` for ``perplexity`` and ``zeroshot``).
 """

@@ -4,7 +4,8 @@ The text defaults to the first half of WikiText-2's test split from the benchmar
 (``wikitext2.test.raw[:50%]``: recovery fine-tuning trains on the other half, so the two never
 overlap), else the Hub's ``wikitext:wikitext-2-raw-v1`` test split. The text is tokenized once
 into one stream (cached, :mod:`prunekit.data`) and cut into windows of ``length`` tokens starting
-every ``stride`` tokens. Each window is one forward pass with no padding; when windows overlap
+every ``stride`` tokens (or, with ``sample``, drawn at random offsets seeded by the run's seed: a
+search's evaluation batches). Each window is one forward pass with no padding; when windows overlap
 (``stride < length``) a window scores only the tokens the previous one did not, so that every
 token after the first is scored exactly once and the overlap serves as context. The result is
 the mean cross-entropy over all scored tokens (the "test loss" the compression laws fit) and its
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel, ConfigDict, Field
 
 from prunekit import hookimpl
-from prunekit.data import DEFAULT_TEXT, EVALUATION_HALF, default_text, token_stream, windows
+from prunekit.data import DEFAULT_TEXT, EVALUATION_HALF, default_text, sample_windows, token_stream, windows
 from prunekit.errors import UsageError
 from prunekit.payloads import EvalRequest, Metrics
 from prunekit.progress import track
@@ -55,6 +56,11 @@ class PerplexityOptions(BaseModel):
     stride: int | None = Field(default=None, gt=0, description="Tokens between window starts; default: length (no overlap).")
     windows: int | None = Field(default=4, gt=0, description="Number of windows from the start of the text; null: all.")
     batch_size: int = Field(default=1, gt=0, description="Windows per forward pass.")
+    sample: bool = Field(
+        default=False,
+        description="Draw the windows at random offsets of the text, seeded by the run's seed, instead of "
+        "consecutive ones from its start (stride does not apply).",
+    )
 
 
 @dataclass(frozen=True)
@@ -143,8 +149,12 @@ def evaluate(request: EvalRequest) -> Metrics | None:
         return None
     length = window_length(request.model, options.length)  # bad settings fail before any text is read
     stride = window_stride(length, options.stride)
+    if options.sample and (options.stride is not None or options.windows is None):
+        raise UsageError("options.perplexity.sample draws a number of windows (windows) and takes no stride")
     source = options.source or default_source()
     stream = token_stream(request.tokenizer, source, split=options.split, text_field=options.text_field)
+    if options.sample:  # the drawn windows, end to end: ``measure`` cuts them apart again
+        stream = sample_windows(stream, length, options.windows, request.config.seed).reshape(-1)
     result = measure(
         request.model,
         stream,
@@ -162,4 +172,6 @@ def evaluate(request: EvalRequest) -> Metrics | None:
         "tokens_scored": result.tokens,
         "batch_size": options.batch_size,
     }
+    if options.sample:
+        details["sample_seed"] = request.config.seed
     return Metrics(perplexity=result.perplexity, loss=result.loss, details={NAME: details})

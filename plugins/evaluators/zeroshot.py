@@ -54,6 +54,12 @@ class ZeroShotOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     batch_size: int = Field(default=8, gt=0, description="Requests per forward pass in lm-eval.")
+    sample: int | None = Field(
+        default=None,
+        gt=0,
+        description="Examples per task drawn at random, seeded by the run's seed, instead of the first "
+        "--limit: a cheap, noisy estimate (a search's evaluation batches).",
+    )
 
 
 @dataclass
@@ -288,7 +294,13 @@ def evaluate(request: EvalRequest) -> Metrics | None:
     if request.tokenizer is None:
         raise UsageError(f"zero-shot tasks need a tokenizer, and model {request.config.model!r} has none")
     scores = score_tasks(
-        request.model, request.tokenizer, request.config.tasks, limit=request.config.limit, batch_size=options.batch_size
+        request.model,
+        request.tokenizer,
+        request.config.tasks,
+        limit=request.config.limit,
+        sample=options.sample,
+        seed=request.config.seed,
+        batch_size=options.batch_size,
     )
     details = {
         "lm_eval_version": scores.lm_eval_version,
@@ -300,4 +312,6 @@ def evaluate(request: EvalRequest) -> Metrics | None:
         "limit": request.config.limit,
         "batch_size": options.batch_size,
     }
+    if options.sample is not None:
+        details.update(sample=options.sample, sample_seed=request.config.seed)
     return Metrics(tasks=scores.tasks, primary_metric=scores.primary_metric, details={NAME: details})

@@ -14,10 +14,10 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from prunekit.output import write_text
-from prunekit.payloads import Candidate
-from prunekit.search.driver import Outcome
-from prunekit.search.objective import Objective
-from prunekit.search.space import Space
+from prunekit.plugins.search.driver import Outcome
+from prunekit.plugins.search.objective import Objective
+from prunekit.plugins.search.payloads import Candidate
+from prunekit.plugins.search.space import Space
 
 
 class Evaluated(BaseModel):

@@ -1,5 +1,8 @@
-"""Compression laws: how a model's loss and accuracy change with the compression ratio and the
-recovery data size, fitted to a user's own sweep (arXiv 2504.04342; docs/laws.md).
+"""``laws``: the ``core laws`` commands, compression laws fitted to a user's own sweep.
+
+How a model's loss and accuracy change with the compression ratio and the recovery data size
+(arXiv 2504.04342; docs/laws.md). A built-in plugin that adds ``core laws`` (``register_commands``:
+:mod:`.cli`); a sweep's points are ordinary runs of the pipeline.
 
 The library API, for anything that wants a fitted law as a prior:
 
@@ -11,7 +14,15 @@ The library API, for anything that wants a fitted law as a prior:
 The names are imported on first use, so mounting ``core laws`` costs the CLI no start-up time.
 """
 
+from __future__ import annotations
+
 import importlib
+from typing import TYPE_CHECKING
+
+from prunekit import hookimpl
+
+if TYPE_CHECKING:
+    import typer
 
 _HOMES = {
     "FitReport": "analysis", "Holdout": "analysis", "Prediction": "analysis", "fit_points": "analysis",
@@ -24,5 +35,12 @@ __all__ = sorted(_HOMES)
 
 def __getattr__(name: str):
     if name in _HOMES:
-        return getattr(importlib.import_module(f"prunekit.laws.{_HOMES[name]}"), name)
-    raise AttributeError(f"module 'prunekit.laws' has no attribute {name!r}")
+        return getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+@hookimpl
+def register_commands(cli: typer.Typer) -> None:
+    from prunekit.plugins.laws.cli import laws_app
+
+    cli.add_typer(laws_app, name="laws")

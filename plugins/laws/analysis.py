@@ -13,8 +13,8 @@ import numpy as np
 from pydantic import BaseModel, ValidationError
 
 from prunekit.errors import UsageError
-from prunekit.laws.law import LawFit, LawForm, critical_ratio, fit_law
-from prunekit.laws.points import Point
+from prunekit.plugins.laws.law import LawFit, LawForm, critical_ratio, fit_law
+from prunekit.plugins.laws.points import Point
 
 METRICS = ("loss", "accuracy")
 """Test loss (cross-entropy, lower is better) and mean zero-shot accuracy (higher is better)."""

@@ -32,8 +32,8 @@ from prunekit.cli_shared import (
 from prunekit.errors import UsageError
 
 if TYPE_CHECKING:
-    from prunekit.laws.analysis import FitReport
-    from prunekit.laws.points import Point
+    from prunekit.plugins.laws.analysis import FitReport
+    from prunekit.plugins.laws.points import Point
 
 laws_app = typer.Typer(
     help="Compression laws: fit how loss and accuracy scale with the ratio and recovery data.",
@@ -57,8 +57,8 @@ def parse_list(text: str, kind: type, flag: str) -> list:
 
 def write_fit(points: list[Point], sources: list[str], output: Path, retention: float) -> FitReport:
     """Fit, then write ``fit.json`` and ``fit.png`` into ``output``."""
-    from prunekit.laws.analysis import fit_points
-    from prunekit.laws.plot import plot_fit
+    from prunekit.plugins.laws.analysis import fit_points
+    from prunekit.plugins.laws.plot import plot_fit
     from prunekit.output import write_text
 
     report = fit_points(points, sources, retention)
@@ -69,7 +69,7 @@ def write_fit(points: list[Point], sources: list[str], output: Path, retention: 
 
 
 def show_fit(report: FitReport, output: Path) -> None:
-    from prunekit.laws.law import LawForm
+    from prunekit.plugins.laws.law import LawForm
 
     for metric, laws in report.laws.items():
         table = Table(title=f"{metric}: L = L0^α (1+r)^β (1+1/(D+1))^γ, {report.points} points")
@@ -126,7 +126,7 @@ def sweep(
 ) -> None:
     """Run the pipeline at every (ratio, D) of the grid (finished points are reused), then fit."""
     from prunekit.config import build_config
-    from prunekit.laws.sweep import run_sweep
+    from prunekit.plugins.laws.sweep import run_sweep
     from prunekit.manager import get_plugins
 
     base = build_config(
@@ -163,7 +163,7 @@ def fit(
     as_json: JsonOpt = False,
 ) -> None:
     """Fit the full law and its two reduced forms, for loss and accuracy, by least squares in log space."""
-    from prunekit.laws.points import read_points
+    from prunekit.plugins.laws.points import read_points
 
     points = read_points(results)
     first = results[0]
@@ -194,7 +194,7 @@ def predict(
     import json
     import math
 
-    from prunekit.laws.analysis import read_fit
+    from prunekit.plugins.laws.analysis import read_fit
 
     report = read_fit(fit_file)
     given = {"loss": baseline_loss, "accuracy": baseline_accuracy}

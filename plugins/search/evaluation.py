@@ -1,5 +1,5 @@
-"""Measuring candidates on the real model: latency with the ``latency`` evaluator's protocol and
-quality on seeded evaluation batches with the evaluators' library functions.
+"""Measuring candidates on the real model, through the ``evaluate`` hook: latency by the ``latency``
+evaluator, quality on seeded evaluation batches by ``perplexity`` and ``zeroshot``.
 
 The uncompressed model is loaded once and every pruner scores it once: scores do not depend on the
 ratio (PruneNet's policy is trained once and reused at any ratio), so a candidate is a copy of the
@@ -7,13 +7,18 @@ model sliced by :func:`prunekit.pipeline.slice_by_importance`, exactly as a run 
 pruners see the median ratio of the grid as the run's ratio (PruneNet trains its policy there when
 none is cached), and the search's final run passes the same one.
 
-It implements the :class:`~prunekit.search.driver.Evaluator` protocol of the search loop.
+It implements the :class:`~prunekit.plugins.search.driver.Evaluator` protocol of the search loop.
 
-Quality tasks are those of the evaluators a run would use (``core run`` semantics: the ones named
-in ``--plugins``, else every installed one): ``perplexity`` (mean token loss on a few windows of the
-perplexity evaluator's text, at seeded random offsets) and, with ``--tasks``, every zero-shot task
-(its primary metric on a seeded random sample of its examples). Batch ``k`` draws with the same
-seed for every candidate, so all candidates, and the uncompressed reference, see the same examples.
+Each evaluator is asked alone (:meth:`prunekit.hooks.Hooks.evaluate_one`), with the uncompressed
+model as ``stage="before"`` and a candidate as ``"after"``, and with the settings of one evaluation
+batch in its options, as a run passes them (``options.<evaluator>``): the user's own options of
+that evaluator, with what the batch measures laid over them. Quality tasks are those of the
+evaluators a run would use (``core run`` semantics: the ones named in ``--plugins``, else every
+installed one): ``perplexity`` (mean token loss on a few windows of its text at seeded random
+offsets, ``options.perplexity.sample``) and, with ``--tasks``, every zero-shot task (its primary
+metric on a seeded random sample of its examples, ``options.zeroshot.sample``). Batch ``k`` is
+measured with the same seed for every candidate, so all candidates, and the uncompressed
+reference, see the same examples.
 """
 
 from __future__ import annotations
@@ -22,34 +27,31 @@ import copy
 import logging
 import statistics
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
-import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from prunekit.data import sample_windows, token_stream
 from prunekit.errors import UsageError
 from prunekit.models import load_model
-from prunekit.payloads import Candidate, Dimension, ScoreRequest
+from prunekit.payloads import Dimension, EvalRequest, ScoreRequest
 from prunekit.pipeline import slice_by_importance
-from prunekit.plugins.evaluators import perplexity, speed, zeroshot
-from prunekit.search import budget as budgets
-from prunekit.search.budget import Timing
-from prunekit.search.quality import LOSS_TASK
-from prunekit.search.space import DEFAULT_RATIOS, build_space
+from prunekit.plugins.search import budget as budgets
+from prunekit.plugins.search.budget import LATENCY, Timing
+from prunekit.plugins.search.payloads import Candidate
+from prunekit.plugins.search.quality import LOSS_TASK
+from prunekit.plugins.search.space import DEFAULT_RATIOS, build_space
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
     from prunekit.config import RunConfig
     from prunekit.manager import Plugins
-    from prunekit.payloads import Importance
+    from prunekit.payloads import Importance, Metrics
 
 log = logging.getLogger(__name__)
 
 PERPLEXITY = "perplexity"
 ZEROSHOT = "zeroshot"
-LATENCY = "latency"
 
 
 class QualitySettings(BaseModel):
@@ -94,7 +96,6 @@ class ModelEvaluator:
         self.quality = quality
         self.kind = kind
         self.ratio = score_ratio(grids)
-        self.latency_options = speed.LatencyOptions.model_validate(config.options.get(LATENCY, {}))
         self.loss = PERPLEXITY in evaluators
         self.tasks = list(config.tasks) if ZEROSHOT in evaluators else []
         if not self.loss and not self.tasks:
@@ -106,7 +107,8 @@ class ModelEvaluator:
         self.dense, self.tokenizer = loaded.model, loaded.tokenizer
         if self.tokenizer is None:
             raise UsageError(f"the search measures quality on text, and model {config.model!r} has no tokenizer")
-        self.architecture = plugins.hooks(pruners).architecture_for(self.dense)
+        self.hooks = plugins.hooks(pruners)
+        self.architecture = self.hooks.architecture_for(self.dense)
         self.importances: dict[str, list[Importance]] = {pruner: self._score(pruner) for pruner in pruners}
         offered = {pruner: tuple(i.dimension for i in found) for pruner, found in self.importances.items()}
         layers = self.architecture.layers(self.dense)
@@ -116,7 +118,6 @@ class ModelEvaluator:
             for dim in dims
         }
         self.space = build_space(offered, units, grids)
-        self._stream: torch.Tensor | None = None
 
     def run_config(self, candidate: Candidate) -> RunConfig:
         """The run that makes ``candidate``: its pruner at its ratios, with the run's other plugins."""
@@ -148,35 +149,44 @@ class ModelEvaluator:
         )
         return model.eval()
 
-    def milliseconds(self, model: PreTrainedModel) -> float:
-        """``model``'s median latency of the searched kind under the ``latency`` protocol."""
-        measured = speed.measure(model, self.latency_options, seed=self.config.seed)
-        return budgets.milliseconds(measured, self.kind)
+    def _measure(self, evaluator: str, request: EvalRequest) -> Metrics:
+        metrics = self.hooks.evaluate_one(evaluator, request)
+        if metrics is None:
+            raise RuntimeError(f"the {evaluator} evaluator measured nothing for the search")
+        return metrics
 
-    def _text(self) -> torch.Tensor:
-        if self._stream is None:
-            options = perplexity.PerplexityOptions.model_validate(self.config.options.get(PERPLEXITY, {}))
-            source = options.source or perplexity.default_source()
-            self._stream = token_stream(self.tokenizer, source, split=options.split, text_field=options.text_field)
-        return self._stream
+    def milliseconds(self, model: PreTrainedModel, stage: Literal["before", "after"]) -> float:
+        """``model``'s median latency of the searched kind, measured by the ``latency`` evaluator."""
+        request = EvalRequest(model, self.tokenizer, self.config, stage)
+        return budgets.milliseconds(self._measure(LATENCY, request), self.kind)
 
-    def scores(self, model: PreTrainedModel, batch: int) -> dict[str, float]:
-        """``model``'s score per quality task on evaluation batch ``batch``."""
+    def batch_config(self, model: PreTrainedModel, batch: int) -> RunConfig:
+        """The run config the quality evaluators measure batch ``batch`` under: its seed, and each
+        evaluator's options with the batch's settings laid over the user's."""
+        options = dict(self.config.options)
+        if self.loss:
+            context = getattr(model.config, "max_position_embeddings", None)  # as the evaluator reads it
+            length = min(self.quality.window_length, context) if context else self.quality.window_length
+            options[PERPLEXITY] = {
+                **options.get(PERPLEXITY, {}),
+                "length": length, "windows": self.quality.windows, "stride": None, "batch_size": 1, "sample": True,
+            }
+        if self.tasks:
+            options[ZEROSHOT] = {**options.get(ZEROSHOT, {}), "sample": self.quality.examples}
         seed = batch_seed(self.config.seed, batch)
+        return self.config.model_copy(update={"seed": seed, "limit": None, "options": options})
+
+    def scores(self, model: PreTrainedModel, batch: int, stage: Literal["before", "after"]) -> dict[str, float]:
+        """``model``'s score per quality task on evaluation batch ``batch``."""
+        request = EvalRequest(model, self.tokenizer, self.batch_config(model, batch), stage)
         scores: dict[str, float] = {}
         if self.loss:
-            context = perplexity.context_length(model)
-            length = min(self.quality.window_length, context) if context else self.quality.window_length
-            text = sample_windows(self._text(), length, self.quality.windows, seed)
-            measured = perplexity.measure(model, text.reshape(-1), length=length, windows_count=self.quality.windows)
-            scores[LOSS_TASK] = measured.loss
+            scores[LOSS_TASK] = self._measure(PERPLEXITY, request).loss
         if self.tasks:
-            options = zeroshot.ZeroShotOptions.model_validate(self.config.options.get(ZEROSHOT, {}))
-            result = zeroshot.score_tasks(
-                model, self.tokenizer, self.tasks, sample=self.quality.examples, seed=seed, batch_size=options.batch_size
-            )
+            result = self._measure(ZEROSHOT, request)
+            groups = result.details.get(ZEROSHOT, {}).get("groups", {})
             for task, metric in result.primary_metric.items():
-                if task in result.groups:
+                if task in groups:
                     continue  # a group's aggregate repeats its tasks
                 if task == LOSS_TASK:
                     raise UsageError(f"a zero-shot task may not be called {LOSS_TASK!r} in a search")
@@ -184,7 +194,7 @@ class ModelEvaluator:
         return scores
 
     def reference(self, batches: Sequence[int]) -> dict[int, dict[str, float]]:
-        return {batch: self.scores(self.dense, batch) for batch in batches}
+        return {batch: self.scores(self.dense, batch, "before") for batch in batches}
 
     def prepare(self, candidate: Candidate) -> _Sliced:
         return _Sliced(self, candidate)
@@ -205,8 +215,8 @@ class _Sliced:
 
     def time(self) -> Timing:
         model = self._built()
-        reference = self._evaluator.milliseconds(self._evaluator.dense)
-        return Timing.single(self._evaluator.milliseconds(model), reference)
+        reference = self._evaluator.milliseconds(self._evaluator.dense, "before")
+        return Timing.single(self._evaluator.milliseconds(model, "after"), reference)
 
     def scores(self, batch: int) -> dict[str, float]:
-        return self._evaluator.scores(self._built(), batch)
+        return self._evaluator.scores(self._built(), batch, "after")

@@ -15,13 +15,14 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel
 
 from prunekit.config import RunConfig
-from prunekit.payloads import Candidate, Dimension
-from prunekit.search.budget import LatencyBudget, Timing
-from prunekit.search.driver import Outcome, SearchLoop
-from prunekit.search.objective import Objective
-from prunekit.search.quality import LOSS_TASK, Reference
-from prunekit.search.space import Axis, Space
-from prunekit.search.study import SearchStudy
+from prunekit.payloads import Dimension
+from prunekit.plugins.search.budget import LatencyBudget, Timing
+from prunekit.plugins.search.driver import Outcome, SearchLoop
+from prunekit.plugins.search.objective import Objective
+from prunekit.plugins.search.payloads import Candidate
+from prunekit.plugins.search.quality import LOSS_TASK, Reference
+from prunekit.plugins.search.space import Axis, Space
+from prunekit.plugins.search.study import SearchStudy
 
 if TYPE_CHECKING:
     from prunekit.manager import Plugins
@@ -87,7 +88,7 @@ class _Recorded:
 
 
 class TableEvaluator:
-    """The search loop's :class:`~prunekit.search.driver.Evaluator`, answered from a table."""
+    """The search loop's :class:`~prunekit.plugins.search.driver.Evaluator`, answered from a table."""
 
     def __init__(self, table: Table) -> None:
         self.table = table

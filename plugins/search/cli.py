@@ -2,7 +2,7 @@
 
 A Typer command that ``prunekit.cli`` mounts, with the command line's error contract
 (``reports_errors``: bad input → one line, exit 2) and option types from
-:mod:`prunekit.cli_shared`. The work is :func:`prunekit.search.session.run_search`.
+:mod:`prunekit.cli_shared`. The work is :func:`prunekit.plugins.search.session.run_search`.
 """
 
 from __future__ import annotations
@@ -79,11 +79,11 @@ def search(
     from prunekit.config import build_config, describe_validation_error
     from prunekit.errors import UsageError
     from prunekit.manager import get_plugins
-    from prunekit.search.budget import LatencyBudget
-    from prunekit.search.evaluation import QualitySettings
-    from prunekit.search.objective import Objective
-    from prunekit.search.session import SearchArguments, run_search
-    from prunekit.search.space import parse_ratios
+    from prunekit.plugins.search.budget import LatencyBudget
+    from prunekit.plugins.search.evaluation import QualitySettings
+    from prunekit.plugins.search.objective import Objective
+    from prunekit.plugins.search.session import SearchArguments, run_search
+    from prunekit.plugins.search.space import parse_ratios
 
     run_config = build_config(
         config,

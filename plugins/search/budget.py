@@ -24,8 +24,10 @@ from pydantic import BaseModel, ConfigDict
 from prunekit.errors import UsageError
 
 if TYPE_CHECKING:
-    from prunekit.plugins.evaluators.speed import Latency
+    from prunekit.payloads import Metrics
 
+LATENCY = "latency"
+"""The evaluator that times the candidates."""
 LatencyKind = Literal["decode", "prefill"]
 UNITS = {"ms": 1.0, "s": 1000.0, "us": 0.001, "µs": 0.001}
 ABSOLUTE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|us|µs)\s*$")
@@ -114,10 +116,11 @@ class LatencyBudget(BaseModel):
         return f"{self.milliseconds:g} ms per {what}"
 
 
-def milliseconds(latency: Latency, kind: LatencyKind) -> float:
-    """One measurement's median latency of ``kind``, in milliseconds (see the module docstring)."""
-    summary = latency.summary()
-    batch = latency.options.batch_size
+def milliseconds(metrics: Metrics, kind: LatencyKind) -> float:
+    """The median latency of ``kind`` that the ``latency`` evaluator measured, in milliseconds (see the
+    module docstring): its medians (``metrics.latency``) and the protocol it recorded (``metrics.details``)."""
+    rates, protocol = metrics.latency, metrics.details[LATENCY]
+    batch = protocol["batch_size"]
     if kind == "decode":
-        return 1000.0 * batch / summary["decode_tokens_per_s"]
-    return 1000.0 * batch * latency.options.prompt_tokens / summary["prefill_tokens_per_s"]
+        return 1000.0 * batch / rates["decode_tokens_per_s"]
+    return 1000.0 * batch * protocol["prompt_tokens"] / rates["prefill_tokens_per_s"]

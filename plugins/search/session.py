@@ -30,13 +30,14 @@ from pydantic import BaseModel
 
 from prunekit.errors import UsageError
 from prunekit.output import write_text
-from prunekit.payloads import Dimension, Selection
-from prunekit.search import report
-from prunekit.search.budget import LatencyBudget, LatencyKind
-from prunekit.search.driver import Outcome, SearchLoop
-from prunekit.search.evaluation import ModelEvaluator, QualitySettings
-from prunekit.search.objective import Objective
-from prunekit.search.study import SearchStudy, changed_fields
+from prunekit.payloads import Dimension
+from prunekit.plugins.search import report
+from prunekit.plugins.search.budget import LatencyBudget, LatencyKind
+from prunekit.plugins.search.driver import Outcome, SearchLoop
+from prunekit.plugins.search.evaluation import ModelEvaluator, QualitySettings
+from prunekit.plugins.search.objective import Objective
+from prunekit.plugins.search.payloads import Selection
+from prunekit.plugins.search.study import SearchStudy, changed_fields
 
 if TYPE_CHECKING:
     from prunekit.config import RunConfig

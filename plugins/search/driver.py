@@ -26,16 +26,16 @@ from typing import TYPE_CHECKING, Any, Protocol
 from optuna.trial import TrialState
 
 from prunekit.errors import UsageError
-from prunekit.payloads import Candidate, SelectRequest, Selection, Trial
-from prunekit.search.budget import LatencyBudget, Timing
-from prunekit.search.objective import Objective
-from prunekit.search.quality import LOSS_TASK, Reference
-from prunekit.search.study import SearchStudy, SelectorSampler, Snapshot, candidate_attrs, suggest, worker
+from prunekit.plugins.search.budget import LatencyBudget, Timing
+from prunekit.plugins.search.objective import Objective
+from prunekit.plugins.search.payloads import Candidate, SelectRequest, Selection, Trial
+from prunekit.plugins.search.quality import LOSS_TASK, Reference
+from prunekit.plugins.search.study import SearchStudy, SelectorSampler, Snapshot, candidate_attrs, suggest, worker
 
 if TYPE_CHECKING:
     from prunekit.config import RunConfig
     from prunekit.hooks import Hooks
-    from prunekit.search.space import Space
+    from prunekit.plugins.search.space import Space
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ class Measurer(Protocol):
 
 
 class Evaluator(Protocol):
-    """What a search measures: the real model (:mod:`prunekit.search.evaluation`), or a recorded
+    """What a search measures: the real model (:mod:`prunekit.plugins.search.evaluation`), or a recorded
     table in the efficiency benchmark."""
 
     space: Space
@@ -203,7 +203,7 @@ class SearchLoop:
     def _choose(self, _study: object) -> Selection:
         self._chosen_from = self.study.snapshot()
         request = self.request(self._chosen_from)
-        selection = self.hooks.select_ratio(request)
+        selection = self.hooks.call("select_ratio", request)
         if selection is None:
             raise UsageError(
                 "no selector answered: the bandit needs --latency-budget; "

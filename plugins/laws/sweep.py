@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ValidationError
 
 from prunekit.errors import UsageError
-from prunekit.laws.points import RESULTS_FILE, Point, point_from_report, write_points
+from prunekit.plugins.laws.points import RESULTS_FILE, Point, point_from_report, write_points
 
 if TYPE_CHECKING:
     from prunekit.config import RunConfig

@@ -18,7 +18,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from prunekit.errors import UsageError
-from prunekit.payloads import Candidate, Dimension
+from prunekit.payloads import Dimension
+from prunekit.plugins.search.payloads import Candidate
 from prunekit.slicing import kept_units
 
 DEFAULT_RATIOS = tuple(round(0.1 * step, 10) for step in range(9))

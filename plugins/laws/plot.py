@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from prunekit.laws.analysis import METRICS, FitReport
-from prunekit.laws.law import LawForm
-from prunekit.laws.points import Point
+from prunekit.plugins.laws.analysis import METRICS, FitReport
+from prunekit.plugins.laws.law import LawForm
+from prunekit.plugins.laws.points import Point
 
 SYMBOLS = {"alpha": "α", "beta": "β", "gamma": "γ"}
 LABELS = {"loss": "test loss (cross-entropy)", "accuracy": "mean zero-shot accuracy"}

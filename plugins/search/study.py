@@ -34,11 +34,12 @@ from optuna.distributions import CategoricalDistribution, IntDistribution
 from optuna.trial import TrialState
 
 from prunekit.errors import UsageError
-from prunekit.payloads import Candidate, Dimension, Selection, Trial
-from prunekit.search.budget import Timing
+from prunekit.payloads import Dimension
+from prunekit.plugins.search.budget import Timing
+from prunekit.plugins.search.payloads import Candidate, Selection, Trial
 
 if TYPE_CHECKING:
-    from prunekit.search.space import Space
+    from prunekit.plugins.search.space import Space
 
 log = logging.getLogger(__name__)
 
