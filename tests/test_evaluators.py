@@ -133,6 +133,31 @@ def test_bad_perplexity_settings_are_one_line_errors(text_file, options, fragmen
     one_line_error(runner.invoke(app, args), "Error: ", *fragments)
 
 
+def test_sampled_windows_are_drawn_with_the_run_seed_through_the_hook(text_file, tiny_model):
+    """``options.perplexity.sample``, as a search measures its evaluation batches."""
+    from prunekit.config import RunConfig
+    from prunekit.data import sample_windows
+    from prunekit.manager import get_plugins
+    from prunekit.payloads import EvalRequest
+
+    options = {"source": str(text_file), "length": 32, "windows": 3, "sample": True}
+    config = RunConfig(model="tiny-llama", seed=11, options={"perplexity": options})
+    model = tiny_model("llama")
+    metrics = get_plugins().hooks([]).evaluate_one("perplexity", EvalRequest(model, tokenizer(), config, "after"))
+    drawn = sample_windows(token_stream(tokenizer(), str(text_file)), 32, 3, 11)
+    expected = perplexity.measure(model, drawn.reshape(-1), length=32, windows_count=3)
+    assert metrics.loss == expected.loss
+    assert metrics.details["perplexity"]["sample_seed"] == 11 and metrics.details["perplexity"]["windows"] == 3
+
+
+def test_sampled_windows_take_a_count_and_no_stride(text_file):
+    for extra in (["perplexity.stride=16"], ["perplexity.windows=null"]):
+        args = ["eval", "--model", "tiny-llama", "--plugins", "perplexity", "-o", f"perplexity.source={text_file}",
+                "-o", "perplexity.length=32", "-o", "perplexity.sample=true"]
+        one_line_error(runner.invoke(app, [*args, *(a for option in extra for a in ("-o", option))]),
+                       "options.perplexity.sample draws a number of windows")
+
+
 # --- latency ------------------------------------------------------------------------------------
 
 def test_latency_reports_median_and_spread_of_repeated_runs(tiny_model):

@@ -154,6 +154,20 @@ def test_a_random_subset_is_seeded_and_leaves_global_random_state_alone(suite, t
         score_tasks(model, tokenizer(), [f"local:{suite}"], limit=2, sample=2)
 
 
+def test_the_evaluator_samples_examples_with_the_run_seed(suite, tiny_model):
+    """``options.zeroshot.sample``, as a search measures its evaluation batches: ``score_tasks``'s sample."""
+    from prunekit.config import RunConfig
+    from prunekit.manager import get_plugins
+    from prunekit.payloads import EvalRequest
+
+    model = tiny_model("llama")
+    config = RunConfig(model="tiny-llama", tasks=[f"local:{suite}"], seed=5, options={"zeroshot": {"sample": 3}})
+    metrics = get_plugins().hooks([]).evaluate_one("zeroshot", EvalRequest(model, tokenizer(), config, "after"))
+    direct = score_tasks(model, tokenizer(), [f"local:{suite}"], sample=3, seed=5)
+    assert metrics.tasks == direct.tasks and metrics.primary_metric == direct.primary_metric
+    assert metrics.details["zeroshot"]["sample"] == 3 and metrics.details["zeroshot"]["sample_seed"] == 5
+
+
 def test_lm_eval_request_bars_follow_prunekit_bars(suite, tiny_model, capfd, monkeypatch):
     from prunekit.plugins.evaluators import zeroshot
 
