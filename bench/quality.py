@@ -39,7 +39,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 import torch  # noqa: E402
 from transformers import AutoModelForCausalLM  # noqa: E402
 
-from prunekit import pipeline  # noqa: E402
+from prunekit import files, pipeline  # noqa: E402
 from prunekit.config import RunConfig  # noqa: E402
 from prunekit.data import shared_data_dir, token_stream  # noqa: E402
 from prunekit.manager import get_plugins  # noqa: E402
@@ -301,9 +301,7 @@ def main() -> None:
 
     def save() -> None:
         output.parent.mkdir(parents=True, exist_ok=True)
-        staging = output.with_name(f".{output.name}.tmp")
-        staging.write_text(json.dumps(results, indent=2) + "\n")
-        os.replace(staging, output)
+        files.write_json(output, results, indent=2)
 
     if "dense" not in results:
         results["dense"] = measure(base, tokenizer, stream, length, tasks, args.limit, None)

@@ -39,7 +39,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 from prunekit.manager import get_plugins  # noqa: E402
-from prunekit.output import write_text  # noqa: E402
+from prunekit.files import write_text  # noqa: E402
 from prunekit.plugins.search.objective import Objective  # noqa: E402
 from prunekit.plugins.search.table import Table, replay  # noqa: E402
 

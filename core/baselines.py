@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import TypeAdapter
 
-from prunekit import __version__
+from prunekit import __version__, files
 from prunekit.builtin_models import cache_root
 from prunekit.data import shared_data_dir
 from prunekit.hooks import merge_metrics
@@ -124,10 +124,8 @@ def _read(path: Path) -> Metrics | None:
 
 def _write(path: Path, key: dict[str, Any], metrics: Metrics) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     entry = {"created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "key": key, "metrics": _ENTRY.dump_python(metrics, mode="json")}
-    staging.write_text(json.dumps(entry, indent=2, default=str) + "\n")
-    os.replace(staging, path)
+    files.write_json(path, entry, indent=2, default=str)
 
 
 def evaluate_before(hooks: Hooks, plugins: Plugins, request: EvalRequest) -> tuple[Metrics, Baseline]:

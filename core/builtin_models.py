@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from prunekit import files
 from prunekit.errors import UsageError
 
 log = logging.getLogger(__name__)
@@ -72,7 +73,7 @@ class BuiltinModel:
         log.warning("converting %s to a Hugging Face checkpoint in %s (once, about %d s)",
                     self.gguf_file, target, self.seconds)
         target.parent.mkdir(parents=True, exist_ok=True)
-        staging = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+        staging = files.staging(target)
         shutil.rmtree(staging, ignore_errors=True)
         try:
             source = staging / "gguf" / self.gguf_file

@@ -21,7 +21,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from prunekit import hub
+from prunekit import files, hub
 from prunekit.builtin_models import cache_root
 from prunekit.errors import UsageError
 
@@ -155,9 +155,8 @@ def token_stream(
         text = SEPARATOR.join(load_texts(base, split=split, text_field=text_field))
         stream = torch.tensor(tokenizer(text, add_special_tokens=False)["input_ids"], dtype=torch.int64)
         cache.parent.mkdir(parents=True, exist_ok=True)
-        staging = cache.with_name(f".{cache.name}.tmp-{os.getpid()}")
-        save_file({"ids": stream}, staging)
-        os.replace(staging, cache)
+        with files.staged(cache) as staging:
+            save_file({"ids": stream}, staging)
     return stream[int(start * len(stream)) : int(end * len(stream))]
 
 

@@ -18,7 +18,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from prunekit import output
+from prunekit import files, output
 
 if TYPE_CHECKING:
     from huggingface_hub import ModelCard
@@ -208,5 +208,5 @@ def render(report: Report, directory: Path) -> ModelCard:
 def write_card(report: Report, directory: Path) -> Path:
     """Write ``directory/README.md`` (atomically) for the model the run of ``report`` saved there."""
     target = directory / CARD
-    output.write_text(target, str(render(report, directory)))
+    files.write_text(target, str(render(report, directory)))
     return target

@@ -6,21 +6,17 @@ leaves a half-written model or report that looks complete.
 
 from __future__ import annotations
 
-import os
 import platform
-import shutil
 import statistics
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import BaseModel, computed_field
 
+from prunekit import files
 from prunekit.config import RunConfig
 from prunekit.payloads import Metrics
-
-if TYPE_CHECKING:
-    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 REPORTED_PACKAGES = ("torch", "transformers", "lm_eval", "peft", "pluggy")
 
@@ -238,32 +234,6 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def temporary_sibling(target: Path) -> Path:
-    return target.with_name(f".{target.name}.tmp-{os.getpid()}")
-
-
-def save_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase | None, target: Path) -> None:
-    """``save_pretrained`` (safetensors) with the tokenizer, renamed into ``target`` when complete."""
-    staging = temporary_sibling(target)
-    shutil.rmtree(staging, ignore_errors=True)
-    model.save_pretrained(staging)
-    if tokenizer is not None:
-        tokenizer.save_pretrained(staging)
-    if target.exists():  # a rerun's model replaces the earlier one; a directory cannot be renamed onto another
-        replaced = target.with_name(f".{target.name}.old-{os.getpid()}")
-        os.replace(target, replaced)
-        os.replace(staging, target)
-        shutil.rmtree(replaced)
-    else:
-        os.replace(staging, target)
-
-
-def write_text(target: Path, text: str) -> None:
-    staging = temporary_sibling(target)
-    staging.write_text(text)
-    os.replace(staging, target)
-
-
 def write_report(report: Report, directory: Path) -> None:
     """``report.md`` (with the recovery plot), the saved model's card and ``report.json``, last:
     a directory that holds it holds a finished run (:mod:`prunekit.rundir`)."""
@@ -275,8 +245,8 @@ def write_report(report: Report, directory: Path) -> None:
         from prunekit.modelcard import write_card
 
         card = write_card(report, directory / "model").relative_to(directory).as_posix()
-    write_text(directory / "report.md", render_markdown(report, card))
-    write_text(directory / "report.json", report.model_dump_json(indent=2) + "\n")
+    files.write_text(directory / "report.md", render_markdown(report, card))
+    files.write_text(directory / "report.json", report.model_dump_json(indent=2) + "\n")
 
 
 RECOVERY_PLOT = "recovery.png"
@@ -314,10 +284,9 @@ def plot_curves(found: dict[str, list[dict[str, float]]], target: Path) -> None:
     axis.set_xlabel(next(iter(next(iter(found.values()))[0])))
     axis.legend()
     figure.tight_layout()
-    staging = temporary_sibling(target)
-    figure.savefig(staging, dpi=110, format="png")
+    with files.staged(target) as staging:
+        figure.savefig(staging, dpi=110, format="png")
     plt.close(figure)
-    os.replace(staging, target)
 
 
 def _recovery_lines(steps: list[RecoveryStep]) -> list[str]:

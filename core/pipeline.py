@@ -15,7 +15,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from prunekit import __version__, baselines, memory, output, rundir
+from prunekit import __version__, baselines, files, memory, output, rundir
 from prunekit.builtin_models import cache_root
 from prunekit.errors import UsageError, keeps_on_interrupt
 from prunekit.payloads import Dimension, EvalRequest, RecoverRequest, ScoreRequest, SliceRequest
@@ -298,7 +298,7 @@ def _compress(config: RunConfig, plugins: Plugins, hooks: Hooks, directory: Path
         recovery[-1].perplexity_after = after.perplexity
 
     with clock.stage("save"):
-        output.save_model(compressed.to(storage_dtype), tokenizer, directory / "model")
+        files.save_model(compressed.to(storage_dtype), tokenizer, directory / "model")
 
     report = output.Report(
         prunekit_version=__version__,

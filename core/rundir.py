@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import re
 import shutil
 import time
 from pathlib import Path
@@ -36,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import TypeAdapter
 
+from prunekit import files
 from prunekit.errors import UsageError
 from prunekit.payloads import Metrics
 
@@ -52,9 +51,6 @@ RESULT_FILES = (REPORT_FILE, "report.md", "recovery.png")
 SCRATCH = "checkpoints"
 RESUME = "resume"
 _METRICS = TypeAdapter(Metrics)
-STAGED = re.compile(r"^\..+\.(tmp|old)-\d+$")
-"""The names :func:`prunekit.output.temporary_sibling` and :func:`prunekit.output.save_model`
-write under before renaming into place."""
 
 
 def command(config: RunConfig) -> dict[str, Any]:
@@ -116,16 +112,14 @@ def claim(directory: Path, config: RunConfig) -> None:
     """Record the command before the run writes anything else, and clear what an earlier run of
     it left unfinished: files a kill cut off under their temporary names, and the report of a
     run being redone (first, so the directory never pairs a new model with an old report)."""
-    from prunekit.output import write_text
-
     directory.mkdir(parents=True, exist_ok=True)
     if not (directory / COMMAND_FILE).is_file():
-        write_text(directory / COMMAND_FILE, json.dumps(command(config), indent=2, sort_keys=True) + "\n")
+        files.write_json(directory / COMMAND_FILE, command(config), indent=2, sort_keys=True)
     for name in RESULT_FILES:  # the completeness marker first
         (directory / name).unlink(missing_ok=True)
     for path in directory.iterdir():
-        if STAGED.match(path.name):
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
+        if files.STAGED.match(path.name):
+            files.remove(path)
 
 
 def release(directory: Path, existed: bool) -> None:
@@ -154,15 +148,10 @@ class Resume:
 
     def keep(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase | None, state: dict[str, Any]) -> None:
         """Keep the compressed ``model`` and ``state``, whole or not at all."""
-        from prunekit.output import save_model, temporary_sibling, write_text
-
-        staging = temporary_sibling(self.root)
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
-        save_model(model, tokenizer, staging / "model")
-        write_text(staging / self.state_file.name, json.dumps(state, indent=2) + "\n")
-        shutil.rmtree(self.root, ignore_errors=True)
-        os.replace(staging, self.root)
+        with files.staged(self.root) as staging:
+            staging.mkdir(parents=True)
+            files.save_model(model, tokenizer, staging / "model")
+            files.write_json(staging / self.state_file.name, state, indent=2)
 
     def model(self, dtype: Any, device: Any) -> PreTrainedModel:
         """The kept model, exactly as it was computed."""
@@ -173,13 +162,11 @@ class Resume:
     def record_after(self, metrics: Metrics, stages: dict[str, Any]) -> None:
         """Add the after-metrics and their stage's timing, so that a kill during the save does not
         measure them again."""
-        from prunekit.output import write_text
-
         state = self.state() or {}
         for key in ("timings", "memory"):
             state[key] = {**state.get(key, {}), **stages[key]}
         state["after"] = _METRICS.dump_python(metrics, mode="json")
-        write_text(self.state_file, json.dumps(state, indent=2) + "\n")
+        files.write_json(self.state_file, state, indent=2)
 
     @staticmethod
     def after(state: dict[str, Any]) -> Metrics | None:

@@ -21,7 +21,7 @@ from prunekit.config import RunConfig
 from prunekit.errors import UsageError
 from prunekit.loading import STRUCTURE_KEY, needs_prunekit
 from prunekit.manager import get_plugins
-from prunekit.output import save_model
+from prunekit.files import save_model
 from prunekit.payloads import Dimension, ScoreRequest
 from prunekit.plugins import slicegpt
 from prunekit.plugins.slicegpt.compress import keeps_full_ends

@@ -59,7 +59,7 @@ def write_fit(points: list[Point], sources: list[str], output: Path, retention: 
     """Fit, then write ``fit.json`` and ``fit.png`` into ``output``."""
     from prunekit.plugins.laws.analysis import fit_points
     from prunekit.plugins.laws.plot import plot_fit
-    from prunekit.output import write_text
+    from prunekit.files import write_text
 
     report = fit_points(points, sources, retention)
     output.mkdir(parents=True, exist_ok=True)

@@ -100,7 +100,7 @@ POINTS = TypeAdapter(list[Point])
 
 
 def write_points(points: list[Point], path: Path) -> None:
-    from prunekit.output import write_text
+    from prunekit.files import write_text
 
     write_text(path, POINTS.dump_json(points, indent=2).decode() + "\n")
 

@@ -151,7 +151,7 @@ def run_sweep(
     ``model/`` of each point is deleted once its report is written unless ``keep_models``:
     the sweep needs only the reports, and a 135M model is ~270 MB per point."""
     from prunekit import pipeline
-    from prunekit.output import write_text
+    from prunekit.files import write_text
 
     check_grid(ratios, sizes)
     if base.ratios:

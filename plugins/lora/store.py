@@ -21,7 +21,6 @@ that finds it merges it without training.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, sort_checkpoints
 
+from prunekit import files
 from prunekit.errors import UsageError
 
 if TYPE_CHECKING:
@@ -38,9 +38,7 @@ REPORT_FILE = "recovery.json"
 
 
 def _write_json(path: Path, content: dict[str, Any]) -> None:
-    staging = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    staging.write_text(json.dumps(content, indent=2, sort_keys=True) + "\n")
-    os.replace(staging, path)
+    files.write_json(path, content, indent=2, sort_keys=True)
 
 
 class Store:
@@ -89,9 +87,6 @@ class Store:
         """Keep the trained adapter, if asked: the trainer checkpoints stay until the pipeline has
         kept the merged model."""
         if keep_adapter:
-            staging = self.adapter_dir.with_name(f".{self.adapter_dir.name}.tmp-{os.getpid()}")
-            shutil.rmtree(staging, ignore_errors=True)
-            model.save_pretrained(staging)
-            _write_json(staging / REPORT_FILE, report)
-            shutil.rmtree(self.adapter_dir, ignore_errors=True)
-            os.replace(staging, self.adapter_dir)
+            with files.staged(self.adapter_dir) as staging:
+                model.save_pretrained(staging)
+                _write_json(staging / REPORT_FILE, report)

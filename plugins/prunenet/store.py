@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from prunekit import files
 from prunekit.builtin_models import cache_root
 from prunekit.errors import UsageError
 from prunekit.plugins.prunenet.policy import KeepPolicy
@@ -49,12 +49,9 @@ def save(policy: KeepPolicy, meta: dict[str, Any], path: Path) -> None:
     """Write both files under temporary names and rename them into place, JSON last, so a policy
     whose JSON exists is complete."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    save_file({name: value.detach().cpu().contiguous() for name, value in policy.state_dict().items()}, staging)
-    os.replace(staging, path)
-    meta_staging = staging.with_suffix(".json")
-    meta_staging.write_text(json.dumps({"format": FORMAT, **meta}, indent=2) + "\n")
-    os.replace(meta_staging, _meta_path(path))
+    with files.staged(path) as staging:
+        save_file({name: value.detach().cpu().contiguous() for name, value in policy.state_dict().items()}, staging)
+    files.write_json(_meta_path(path), {"format": FORMAT, **meta}, indent=2)
 
 
 def exists(path: Path) -> bool:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from prunekit.output import write_text
+from prunekit.files import write_text
 from prunekit.plugins.search.driver import Outcome
 from prunekit.plugins.search.objective import Objective
 from prunekit.plugins.search.payloads import Candidate

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel
 
 from prunekit.errors import UsageError
-from prunekit.output import write_text
+from prunekit.files import write_text
 from prunekit.payloads import Dimension
 from prunekit.plugins.search import report
 from prunekit.plugins.search.budget import LatencyBudget, LatencyKind
