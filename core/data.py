@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from prunekit import files, hub
-from prunekit.builtin_models import cache_root
 from prunekit.errors import UsageError
 
 if TYPE_CHECKING:
@@ -148,7 +147,7 @@ def token_stream(
     from safetensors.torch import load_file, save_file
 
     base, start, end = parse_source(source)
-    cache = cache_root() / "tokens" / f"{_cache_key(tokenizer, base, split, text_field)}.safetensors"
+    cache = files.cache_root() / "tokens" / f"{_cache_key(tokenizer, base, split, text_field)}.safetensors"
     if cache.is_file():
         stream = load_file(cache)["ids"]
     else:

@@ -1,4 +1,7 @@
-"""Files written whole or not at all.
+"""Where prunekit keeps its files, and files written whole or not at all.
+
+:func:`cache_root` holds everything prunekit computes once and reuses: converted built-in models,
+tokenized text, baseline metrics, learned policies.
 
 Everything is written under a staging name beside its target (``.<name>.tmp-<pid>``) and renamed
 into place, so an interrupted write never leaves a half-written file or directory that looks
@@ -18,6 +21,14 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+CACHE_ENV = "PRUNEKIT_CACHE"
+
+
+def cache_root() -> Path:
+    """``$PRUNEKIT_CACHE``, else ``~/.cache/prunekit``."""
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "prunekit")
+
 
 STAGED = re.compile(r"^\..+\.(tmp|old)-\d+$")
 """The names :func:`staging` gives: a target's staging file or directory, and (``old``) a

@@ -16,7 +16,6 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from prunekit import __version__, baselines, files, memory, output, rundir
-from prunekit.builtin_models import cache_root
 from prunekit.errors import UsageError, keeps_on_interrupt
 from prunekit.payloads import Dimension, EvalRequest, RecoverRequest, ScoreRequest, SliceRequest
 from prunekit.progress import track
@@ -251,7 +250,7 @@ def _kept(directory: Path) -> str:
         held = "the compressed model in " + str(directory / rundir.RESUME)
     elif (directory / rundir.SCRATCH).is_dir():
         held = "training checkpoints in " + str(directory / rundir.SCRATCH)
-    return ", ".join(filter(None, [held, f"finished baselines, policies and tokenized text in {cache_root()}"]))
+    return ", ".join(filter(None, [held, f"finished baselines, policies and tokenized text in {files.cache_root()}"]))
 
 
 def _compress(config: RunConfig, plugins: Plugins, hooks: Hooks, directory: Path) -> output.Report:

@@ -17,7 +17,6 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from prunekit import files
-from prunekit.builtin_models import cache_root
 from prunekit.errors import UsageError
 from prunekit.plugins.prunenet.policy import KeepPolicy
 
@@ -38,7 +37,7 @@ class StoredPolicy:
 def cached_path(fingerprint: str, settings: dict[str, object]) -> Path:
     """Where the policy for this model and these training settings lives in the cache."""
     blob = json.dumps({"format": FORMAT, **settings}, sort_keys=True).encode()
-    return cache_root() / "policies" / fingerprint / f"{hashlib.sha256(blob).hexdigest()[:16]}.safetensors"
+    return files.cache_root() / "policies" / fingerprint / f"{hashlib.sha256(blob).hexdigest()[:16]}.safetensors"
 
 
 def _meta_path(path: Path) -> Path:
