@@ -28,6 +28,18 @@ from prunekit.payloads import Dimension
 if TYPE_CHECKING:
     from transformers import PretrainedConfig, PreTrainedModel
 
+__all__ = [
+    "Architecture",
+    "DecoderArchitecture",
+    "AttentionLayout",
+    "LAYER_UNITS_KEY",
+    "keep_outputs",
+    "keep_inputs",
+    "input_weight_columns",
+    "head_rows",
+    "zero_removed_units",
+]
+
 LAYER_UNITS_KEY = "prunekit_layer_units"
 """Config attribute holding per-layer unit counts when layers differ in size (not a stock config)."""
 

@@ -22,6 +22,23 @@ from rich.console import Console
 
 from prunekit.errors import Interrupted, UsageError
 
+__all__ = [
+    "reports_errors",
+    "json_stdout",
+    "emit_json",
+    "stdout",
+    "stderr",
+    "ModelOpt",
+    "PluginsOpt",
+    "TasksOpt",
+    "LimitOpt",
+    "ConfigOpt",
+    "DeviceOpt",
+    "DtypeOpt",
+    "JsonOpt",
+    "OptionOpt",
+]
+
 log = logging.getLogger("prunekit")
 stdout = Console()
 stderr = Console(stderr=True)

@@ -28,6 +28,20 @@ if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedTokenizerBase
 
+__all__ = [
+    "DEFAULT_TEXT",
+    "EVALUATION_HALF",
+    "TRAINING_HALF",
+    "default_text",
+    "parse_source",
+    "check_local_source",
+    "load_texts",
+    "token_stream",
+    "windows",
+    "sample_windows",
+    "shared_data_dir",
+]
+
 DATA_ENV = "PRUNEKIT_DATA"
 TEXT_SUFFIXES = (".txt", ".raw", ".md", ".text")
 JSON_SUFFIXES = (".json", ".jsonl")

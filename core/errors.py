@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+__all__ = ["UsageError", "Interrupted", "keeps_on_interrupt"]
+
 
 class UsageError(Exception):
     """Bad input: unknown plugin, invalid config value, unsupported model, missing path..."""

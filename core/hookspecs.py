@@ -2,8 +2,8 @@
 
 One run calls them in this order::
 
-    register_architectures      (once, when plugins are loaded)
     plugin_options              (once per run: each plugin's settings model validates options.<name>)
+    register_architectures      (when the core looks up the loaded model's adapter: every installed plugin)
     evaluate(stage="before")    collect-all: every active evaluator adds metrics
     score_importance            first result: the active pruner decides
     slice_layer  x layers       first result: the core's structural slicer unless a plugin takes over
@@ -52,6 +52,21 @@ PROJECT = "prunekit"
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
+__all__ = [
+    "hookimpl",
+    "hookspec",
+    "register_architectures",
+    "plugin_options",
+    "score_importance",
+    "slice_layer",
+    "slice_model",
+    "recover",
+    "evaluate",
+    "restore_structure",
+    "add_hookspecs",
+    "register_commands",
+]
+
 
 @hookspec
 def register_architectures(register: Callable[[Architecture], None]) -> None:
@@ -62,7 +77,9 @@ def register_architectures(register: Callable[[Architecture], None]) -> None:
     after slicing. The adapter whose ``model_types`` contains the loaded model's
     ``config.model_type`` handles it. A model no adapter claims gets one derived from its own
     structure (:mod:`prunekit.discovery`), so register one only where the derived adapter is
-    wrong or refuses something the family can do. Called for every installed plugin.
+    wrong or refuses something the family can do. Called for every installed plugin, whether or
+    not a run selected it, each time the core looks up a model's adapter (a process may do so more
+    than once), so only register adapters here: build them once, at import.
     """
 
 
@@ -87,7 +104,9 @@ def score_importance(request: ScoreRequest) -> list[Importance] | None:
     ``int((1 - ratio) * units)`` units of every layer (or the pruner's own ``keep_counts``) and
     hands them to :func:`slice_layer`; for ``Dimension.LAYERS`` (one score per layer) it keeps the
     top ``int((1 - ratio) * layers)`` whole layers and drops the rest. Only plugins selected for
-    the run are asked; the first answer wins. Must not modify the model: scoring and slicing are
+    the run are asked, and one pruner per run: a run selecting two plugins that implement this hook
+    is refused with exit code 2, naming both, since pluggy would keep the first answer and drop the
+    others. Must not modify the model: scoring and slicing are
     separate so that a score can be reused at any ratio. Options come from ``request.options(<plugin name>)``.
     """
 
@@ -117,6 +136,7 @@ def slice_model(request: ScoreRequest) -> ModelSlice | None:
     layer, so memory stays near one layer beyond the model) and returns a
     :class:`~prunekit.payloads.ModelSlice` that says whether the result is still a stock
     architecture. A non-stock result records in its config what :func:`restore_structure` needs.
+    It cannot share a run with a per-layer pruner, nor with a second whole-model slicer.
     """
 
 
@@ -133,7 +153,7 @@ def recover(request: RecoverRequest) -> Recovery | None:
     model's perplexity before and after it. ``request.uncompressed`` gives the layers as they
     were before slicing, for compensation. Write resumable checkpoints under ``request.work_dir``
     (the core deletes it once it has kept the recovered model) and what stays with the result
-    under ``request.output_dir``.
+    under ``request.output_dir``. A step that leaves a NaN or Inf in any weight fails the run.
     """
 
 
@@ -143,7 +163,9 @@ def evaluate(request: EvalRequest) -> Metrics | None:
 
     Every active evaluator is called (collect-all) for the uncompressed model
     (``stage="before"``) and for the compressed one (``stage="after"``); the core merges the
-    results, and two evaluators reporting the same metric is an error. An evaluator must measure
+    results, and two evaluators reporting the same metric is an error. ``core run`` caches an
+    evaluator's ``"before"`` result by model fingerprint and settings, except results with
+    ``latency``, which are measured in every run. An evaluator must measure
     both stages the same way so that the report's retention and speedup compare like with like.
     Between recovery steps it is called with ``stage="recovery"`` for the perplexity each step
     reports; an evaluator whose measure is slow or does not change with the weights returns

@@ -21,6 +21,19 @@ if TYPE_CHECKING:
     from prunekit.config import RunConfig
     from prunekit.uncompressed import UncompressedLayers
 
+__all__ = [
+    "Dimension",
+    "ScoreRequest",
+    "Importance",
+    "ModelSlice",
+    "RestoreRequest",
+    "SliceRequest",
+    "RecoverRequest",
+    "Recovery",
+    "EvalRequest",
+    "Metrics",
+]
+
 
 class Dimension(str, Enum):
     """A structural dimension of a decoder layer that a pruner can shrink."""

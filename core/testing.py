@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 
     from prunekit.manager import Plugins
 
+__all__ = ["prunekit_plugins", "register_plugin", "tiny_model", "logits_probe"]
+
 
 @pytest.fixture
 def prunekit_plugins() -> Plugins:

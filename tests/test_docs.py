@@ -36,11 +36,11 @@ def documented() -> dict[str, str]:
 
 
 def summary(name: str) -> str:
-    """The hookspec docstring's first sentence, with reST markup reduced to the doc's Markdown."""
+    """The hookspec docstring's first paragraph (its summary), whitespace normalised and reST
+    markup reduced to the doc's Markdown: ``:func:`~a.b.c``` and ``:class:`c``` → ```c```."""
     paragraph = " ".join(inspect.getdoc(SPECS[name]).split("\n\n")[0].split())
-    first = re.match(r"(.+?\.)(?:\s|$)", paragraph).group(1)
-    first = re.sub(r":\w+:`~?(?:[\w.]+\.)?(\w+)`", r"`\1`", first)
-    return first.replace("``", "`")
+    paragraph = re.sub(r":\w+:`~?(?:[\w.]+\.)?(\w+)`", r"`\1`", paragraph)
+    return paragraph.replace("``", "`")
 
 
 def test_the_core_has_five_pipeline_two_registration_one_loading_and_two_program_hooks_and_search_adds_one():
@@ -60,9 +60,18 @@ def test_every_hook_has_a_heading_with_its_exact_signature(name):
 
 
 @pytest.mark.parametrize("name", hook_names())
-def test_each_section_opens_with_the_hookspec_docstring(name):
+def test_each_section_opens_with_the_hookspec_docstrings_summary(name):
+    """The docstring is the reference: its first paragraph opens the hook's section, word for word."""
     text = " ".join(documented()[signature(name)].split())
-    assert summary(name) in text
+    assert text.startswith(summary(name)), (
+        f"docs/hooks.md: the section of {name} must open with its hookspec's summary: {summary(name)!r}"
+    )
+
+
+@pytest.mark.parametrize("name", hook_names())
+def test_the_lifecycle_diagram_names_every_hook(name):
+    lifecycle = HOOKS_DOC.read_text().split("\n## `", 1)[0]
+    assert f"{name}(" in lifecycle, f"docs/hooks.md: the lifecycle diagrams do not show {name}"
 
 
 def test_no_heading_documents_a_hook_that_does_not_exist():
@@ -77,7 +86,14 @@ def python_blocks(doc: Path) -> list[str]:
     return re.findall(r"```python\n(.*?)```", doc.read_text(), flags=re.DOTALL)
 
 
-def test_the_plugin_walkthrough_runs_as_written(pytester):
+@pytest.fixture
+def torch_loaded_first():
+    """pytester restores ``sys.modules`` after an in-process run, and torch cannot be imported a
+    second time in one process: loaded before pytester's snapshot, it stays loaded for later tests."""
+    import torch  # noqa: F401
+
+
+def test_the_plugin_walkthrough_runs_as_written(torch_loaded_first, pytester):
     """The complete example of docs/plugins.md and its test, run by pytest as an author would."""
     module, test = [block for block in python_blocks(PLUGINS_DOC) if "prunekit_rownorm" in block]
     pytester.makepyfile(prunekit_rownorm=module, test_rownorm=test)

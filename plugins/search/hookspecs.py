@@ -14,6 +14,8 @@ from prunekit.hookspecs import hookspec
 if TYPE_CHECKING:
     from prunekit.plugins.search.payloads import SelectRequest, Selection
 
+__all__ = ["select_ratio"]
+
 
 @hookspec(firstresult=True)
 def select_ratio(request: SelectRequest) -> Selection | None:

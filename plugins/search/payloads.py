@@ -18,6 +18,8 @@ if TYPE_CHECKING:
     from prunekit.plugins.search.quality import Reference
     from prunekit.plugins.search.space import Space
 
+__all__ = ["Candidate", "Trial", "SelectRequest", "Selection"]
+
 
 @dataclass
 class Candidate:
