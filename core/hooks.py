@@ -39,7 +39,7 @@ class Hooks:
         self._slice = pm.subset_hook_caller("slice_layer", inactive)
         self._slice_model = pm.subset_hook_caller("slice_model", inactive)
         self._recover = pm.subset_hook_caller("recover", inactive)
-        evaluators = {pm.get_name(impl.plugin) for impl in pm.hook.evaluate.get_hookimpls()}
+        evaluators = set(implementers(pm.hook.evaluate))
         self._evaluate = (
             pm.subset_hook_caller("evaluate", inactive) if evaluators & active else pm.hook.evaluate
         )
@@ -61,11 +61,11 @@ class Hooks:
 
     def scorers(self) -> list[str]:
         """Active plugins that score units for the per-layer path (``score_importance``)."""
-        return [self._pm.get_name(impl.plugin) for impl in self._score.get_hookimpls()]
+        return implementers(self._score)
 
     def model_slicers(self) -> list[str]:
         """Active plugins that slice the whole model themselves (``slice_model``)."""
-        return [self._pm.get_name(impl.plugin) for impl in self._slice_model.get_hookimpls()]
+        return implementers(self._slice_model)
 
     def slice_model(self, request: ScoreRequest) -> ModelSlice:
         result = self._slice_model(request=request)
@@ -89,7 +89,7 @@ class Hooks:
     def recoverers(self, order: list[str]) -> list[str]:
         """Active plugins that implement ``recover``, in the order of ``order`` (the run's
         ``--plugins``), the order in which they recover."""
-        names = {self._pm.get_name(impl.plugin) for impl in self._recover.get_hookimpls()}
+        names = implementers(self._recover)
         return [name for name in order if name in names]
 
     def recover(self, name: str, request: RecoverRequest) -> Recovery | None:
@@ -102,7 +102,7 @@ class Hooks:
 
     def evaluators(self) -> list[str]:
         """The names of the evaluators this run asks, in the order pluggy calls them."""
-        return [self._pm.get_name(impl.plugin) for impl in reversed(self._evaluate.get_hookimpls())]
+        return implementers(self._evaluate)[::-1]
 
     def evaluate_one(self, name: str, request: EvalRequest) -> Metrics | None:
         """One evaluator's metrics alone, so a caller can reuse the others' cached results."""
@@ -118,6 +118,12 @@ class Hooks:
         """Any hook by name, on the active plugins only: for the hooks that plugins add
         (``add_hookspecs``), which this facade has no method for."""
         return self._pm.subset_hook_caller(hook, self._inactive)(request=request)
+
+
+def implementers(caller: pluggy.HookCaller) -> list[str]:
+    """The plugins implementing the hook that ``caller`` calls (a registry's whole hook, or a run's
+    subset of it), in the order they registered: pluggy calls them last first."""
+    return [impl.plugin_name for impl in caller.get_hookimpls()]
 
 
 def merge_metrics(parts: list[Metrics]) -> Metrics:

@@ -228,10 +228,16 @@ class Plugins:
         run's ``--plugins`` order instead."""
         return {name: tracing.call_order(getattr(self.pm.hook, name).get_hookimpls()) for name in self.hookspecs()}
 
+    def implementers(self, hook: str) -> list[str]:
+        """Every registered plugin implementing ``hook``, whether or not a run selects it."""
+        from prunekit.hooks import implementers
+
+        return implementers(getattr(self.pm.hook, hook))
+
     def options_models(self) -> dict[str, type[BaseModel]]:
         """Each plugin's declared settings model (``plugin_options``), by plugin name."""
         return {
-            self.pm.get_name(impl.plugin): model
+            impl.plugin_name: model
             for impl in self.pm.hook.plugin_options.get_hookimpls()
             if (model := impl.function()) is not None
         }

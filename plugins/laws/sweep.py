@@ -86,8 +86,7 @@ def check_grid(ratios: list[float], sizes: list[int]) -> None:
 def check_recovery(plugins: Plugins, recovery: str) -> None:
     """The recovery plugin exists, implements ``recover`` and has the option that receives D."""
     plugin, key = parse_recovery(recovery)
-    recoverers = {plugins.pm.get_name(impl.plugin) for impl in plugins.pm.hook.recover.get_hookimpls()}
-    if plugin not in recoverers:
+    if plugin not in plugins.implementers("recover"):
         raise UsageError(f"--recovery names {plugin!r}, which does not implement recover")
     model = plugins.options_models().get(plugin)
     if model is not None and key not in model.model_fields:

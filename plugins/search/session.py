@@ -75,11 +75,6 @@ class SearchSettings(BaseModel):
     quality: QualitySettings
 
 
-def implementers(plugins: Plugins, hook: str) -> set[str]:
-    """The registered plugins implementing ``hook``."""
-    return {plugins.pm.get_name(impl.plugin) for impl in getattr(plugins.pm.hook, hook).get_hookimpls()}
-
-
 def default_directory(arguments: SearchArguments, pruners: list[str]) -> Path:
     model = arguments.config.model.strip("/").replace("/", "_")
     if arguments.budget is None:
@@ -171,16 +166,16 @@ def run_search(
 
     config = arguments.config
     plugins.hooks(config.plugins)  # unknown or broken plugin names are bad input
-    slicers = [name for name in config.plugins if name in implementers(plugins, "slice_model")]
+    slicers = [name for name in config.plugins if name in plugins.implementers("slice_model")]
     if slicers:
         raise UsageError(
             f"{', '.join(slicers)} slices the whole model at one ratio at a time; a search needs pruners that "
             f"score units once (score_importance)"
         )
-    pruners = [name for name in config.plugins if name in implementers(plugins, "score_importance")]
+    pruners = [name for name in config.plugins if name in plugins.implementers("score_importance")]
     if not pruners:
         raise UsageError(f"a search needs a pruner among --plugins; {', '.join(config.plugins) or 'none'} scores nothing")
-    installed = implementers(plugins, "select_ratio")
+    installed = plugins.implementers("select_ratio")
     named = [name for name in config.plugins if name in installed]
     selectors = named or sorted(installed)
     if not selectors:
