@@ -38,7 +38,7 @@ from prunekit import __version__, files
 from prunekit.data import shared_data_dir
 from prunekit.hooks import merge_metrics
 from prunekit.manager import DEFAULT_PLUGINS
-from prunekit.output import Baseline
+from prunekit.output import Baseline, package_versions
 from prunekit.payloads import EvalRequest, Metrics
 
 if TYPE_CHECKING:
@@ -76,18 +76,6 @@ def _task_files(tasks: list[str]) -> list[tuple[str, int, int]]:
     return files
 
 
-def _versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    found = {}
-    for package in KEYED_PACKAGES:
-        try:
-            found[package] = version(package)
-        except PackageNotFoundError:
-            found[package] = "not installed"
-    return found
-
-
 def cache_key(request: EvalRequest, evaluator: str, code: str, model_fingerprint: str) -> dict[str, Any]:
     """Everything that could change an evaluator's result on the uncompressed model."""
     config = request.config
@@ -105,7 +93,7 @@ def cache_key(request: EvalRequest, evaluator: str, code: str, model_fingerprint
         "dtype": str(parameter.dtype),
         "device": parameter.device.type,
         "data": str(data.resolve()) if data else None,
-        "versions": _versions(),
+        "versions": package_versions(KEYED_PACKAGES, python=False),
     }
 
 

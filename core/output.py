@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import platform
 import statistics
+from collections.abc import Iterable
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -224,9 +225,10 @@ class Evaluation(BaseModel):
     config: RunConfig
 
 
-def package_versions() -> dict[str, str]:
-    versions = {"python": platform.python_version()}
-    for name in REPORTED_PACKAGES:
+def package_versions(packages: Iterable[str] = REPORTED_PACKAGES, *, python: bool = True) -> dict[str, str]:
+    """Python's version (with ``python``) and each of ``packages``' installed one, or ``not installed``."""
+    versions = {"python": platform.python_version()} if python else {}
+    for name in packages:
         try:
             versions[name] = version(name)
         except PackageNotFoundError:
