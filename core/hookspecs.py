@@ -22,7 +22,8 @@ its own, ``select_ratio``, which the selector plugins implement (docs/hooks.md).
 
 Each pipeline hook takes one typed request from :mod:`prunekit.payloads` and returns a typed result,
 or ``None`` to let the next plugin answer. ``docs/hooks.md`` carries one heading per hook with its
-exact signature; a test keeps the two in step.
+exact signature, opening with the first paragraph of its docstring here; a test keeps the two in
+step. ``docs/api.md`` lists the public API, with a table of every payload's fields.
 """
 
 from __future__ import annotations

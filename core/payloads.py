@@ -3,7 +3,8 @@
 Every hook takes exactly one request object and returns one result object (or ``None`` to let
 another plugin answer). A single request argument keeps hook signatures stable: new fields can be
 added to a request without breaking any plugin that does not read them. The reference for what
-each hook does with these is the docstring of the hook in :mod:`prunekit.hookspecs`.
+each hook does with these is the docstring of the hook in :mod:`prunekit.hookspecs`; ``docs/api.md``
+tables every field (a test fails when a field has no row there).
 """
 
 from __future__ import annotations
