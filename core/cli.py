@@ -130,7 +130,7 @@ def run(
     if as_json:
         emit_json(report.model_dump_json(indent=2))
         return
-    from prunekit.output import generation_lines, metric_rows, parameter_rows, reach_line, speedup_line
+    from prunekit.rendering import generation_lines, metric_rows, parameter_rows, reach_line, speedup_line
 
     table = Table(title=f"{report.model}  ratio {report.ratio:g}  plugins {', '.join(report.plugins)}")
     for column in ("", "before", "after"):

@@ -15,7 +15,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from prunekit import __version__, baselines, files, memory, output, rundir
+from prunekit import __version__, baselines, files, memory, output, rendering, rundir
 from prunekit.errors import UsageError, keeps_on_interrupt
 from prunekit.payloads import Dimension, EvalRequest, RecoverRequest, ScoreRequest, SliceRequest
 from prunekit.progress import track
@@ -317,7 +317,7 @@ def _compress(config: RunConfig, plugins: Plugins, hooks: Hooks, directory: Path
         disk_bytes=output.DiskBytes(before=bytes_before, after=output.weight_bytes(directory / "model")),
         baseline=baseline,
     )
-    output.write_report(report, directory)
+    rendering.write_report(report, directory)
     kept.clear()
     return report
 

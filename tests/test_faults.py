@@ -36,7 +36,7 @@ def die():
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-from prunekit import output, pipeline
+from prunekit import pipeline, rendering
 
 if point.startswith("after:"):  # the stage has finished, the next has not begun
     stage, original = point.removeprefix("after:"), pipeline.Stopwatch.stage
@@ -67,7 +67,7 @@ elif point == "before:report":  # the model is in place, the report not yet writ
     def die_instead(*args, **kwargs):
         die()
 
-    output.write_report = die_instead
+    rendering.write_report = die_instead
 sys.argv = ["core", *argv]
 from prunekit.cli import main
 

@@ -17,7 +17,8 @@ from typer.testing import CliRunner
 
 from prunekit import hookimpl, modelcard
 from prunekit.cli import app
-from prunekit.output import Report, metric_rows
+from prunekit.output import Report
+from prunekit.rendering import metric_rows
 from prunekit.payloads import Dimension, Importance, Metrics
 
 STDERR = 0.0125

@@ -11,7 +11,8 @@ from typer.testing import CliRunner
 
 from prunekit.cli import app
 from prunekit.manager import get_plugins
-from prunekit.output import Count, Params, reach_line
+from prunekit.output import Count, Params
+from prunekit.rendering import reach_line
 from prunekit.payloads import Dimension
 from prunekit.pipeline import count_parameters, parameter_parts
 from prunekit.slicing import kept_units
