@@ -127,28 +127,26 @@ def _replace(module: nn.Module, name: str, tensor: torch.Tensor) -> None:
     setattr(module, name, nn.Parameter(tensor.contiguous(), requires_grad=old.requires_grad))
 
 
+def _keep_features(module: nn.Module, keep: torch.Tensor, outputs: bool) -> torch.Tensor:
+    """Keep the output (or input) features ``keep`` of a Linear or Conv1D's weight: a Linear's W
+    is ``[out, in]``, a Conv1D's ``[in, out]``. Returns ``keep`` on the weight's device."""
+    keep = keep.to(module.weight.device)
+    conv = isinstance(module, Conv1D)
+    _replace(module, "weight", module.weight.index_select(int(outputs == conv), keep))
+    setattr(module, ("nf" if outputs else "nx") if conv else ("out_features" if outputs else "in_features"), len(keep))
+    return keep
+
+
 def keep_outputs(module: nn.Module, keep: torch.Tensor) -> None:
     """Keep the output features ``keep`` of a Linear or Conv1D (rows of W, or columns of Conv1D's W)."""
-    keep = keep.to(module.weight.device)
-    if isinstance(module, Conv1D):
-        _replace(module, "weight", module.weight.index_select(1, keep))
-        module.nf = len(keep)
-    else:
-        _replace(module, "weight", module.weight.index_select(0, keep))
-        module.out_features = len(keep)
+    keep = _keep_features(module, keep, outputs=True)
     if module.bias is not None:
         _replace(module, "bias", module.bias.index_select(0, keep))
 
 
 def keep_inputs(module: nn.Module, keep: torch.Tensor) -> None:
     """Keep the input features ``keep`` of a Linear or Conv1D; its bias is untouched."""
-    keep = keep.to(module.weight.device)
-    if isinstance(module, Conv1D):
-        _replace(module, "weight", module.weight.index_select(0, keep))
-        module.nx = len(keep)
-    else:
-        _replace(module, "weight", module.weight.index_select(1, keep))
-        module.in_features = len(keep)
+    _keep_features(module, keep, outputs=False)
 
 
 def out_features(module: nn.Module) -> int:

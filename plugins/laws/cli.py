@@ -68,9 +68,13 @@ def write_fit(points: list[Point], sources: list[str], output: Path, retention: 
     return report
 
 
-def show_fit(report: FitReport, output: Path) -> None:
+def show_fit(report: FitReport, output: Path, as_json: bool = False) -> None:
+    """The fit as a JSON document (``as_json``), or as one table per metric."""
     from prunekit.plugins.laws.law import LawForm
 
+    if as_json:
+        emit_json(report.model_dump_json(indent=2))
+        return
     for metric, laws in report.laws.items():
         table = Table(title=f"{metric}: L = L0^α (1+r)^β (1+1/(D+1))^γ, {report.points} points")
         for column in ("form", "α", "β", "γ", "adj R²", "adj R² centered", "held-out ratio error"):
@@ -148,10 +152,7 @@ def sweep(
             emit_json(json.dumps({"fitted": False, "reason": str(exc), "results": str(directory),
                                   "points": len(points)}, indent=2))
         return
-    if as_json:
-        emit_json(report.model_dump_json(indent=2))
-    else:
-        show_fit(report, directory)
+    show_fit(report, directory, as_json)
 
 
 @laws_app.command()
@@ -169,10 +170,7 @@ def fit(
     first = results[0]
     target = output or (first if first.is_dir() else first.parent)
     report = write_fit(points, [str(path) for path in results], target, retention)
-    if as_json:
-        emit_json(report.model_dump_json(indent=2))
-    else:
-        show_fit(report, target)
+    show_fit(report, target, as_json)
 
 
 @laws_app.command()
