@@ -88,6 +88,12 @@ def write_json(target: Path, content: Any, **dump: Any) -> None:
     write_text(target, json.dumps(content, **dump) + "\n")
 
 
+def save_figure(figure: Any, target: Path, **options: Any) -> None:
+    """A matplotlib figure in the format of ``target``'s suffix (``options``: ``savefig``'s)."""
+    with staged(target) as path:
+        figure.savefig(path, format=target.suffix.lstrip(".") or "png", **options)
+
+
 def save_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase | None, target: Path) -> None:
     """``save_pretrained`` (safetensors) with the tokenizer, renamed into ``target`` when complete
     (replacing a rerun's earlier model)."""

@@ -64,8 +64,7 @@ def plot_curves(found: dict[str, list[dict[str, float]]], target: Path) -> None:
     axis.set_xlabel(next(iter(next(iter(found.values()))[0])))
     axis.legend()
     figure.tight_layout()
-    with files.staged(target) as staging:
-        figure.savefig(staging, dpi=110, format="png")
+    files.save_figure(figure, target, dpi=110)
     plt.close(figure)
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from prunekit import files
 from prunekit.plugins.laws.analysis import METRICS, FitReport
 from prunekit.plugins.laws.law import LawForm
 from prunekit.plugins.laws.points import Point
@@ -57,5 +58,5 @@ def plot_fit(report: FitReport, points: list[Point], target: Path) -> None:
         axis.legend(fontsize="small")
     figure.tight_layout()
     target.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(target, dpi=120)
+    files.save_figure(figure, target, dpi=120)
     plt.close(figure)

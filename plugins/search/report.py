@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from prunekit.files import write_text
+from prunekit import files
 from prunekit.plugins.search.driver import Outcome
 from prunekit.plugins.search.objective import Objective
 from prunekit.plugins.search.payloads import Candidate
@@ -158,7 +158,7 @@ def plot_frontier(summary: Summary, target: Path) -> None:
     axis.legend(fontsize="small")
     figure.tight_layout()
     target.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(target, dpi=120)
+    files.save_figure(figure, target, dpi=120)
     plt.close(figure)
 
 
@@ -229,9 +229,9 @@ def render_markdown(summary: Summary) -> str:
 
 
 def write(summary: Summary, directory: Path) -> None:
-    write_text(directory / "search.json", summary.model_dump_json(indent=2) + "\n")
+    files.write_text(directory / "search.json", summary.model_dump_json(indent=2) + "\n")
     plot_frontier(summary, directory / "frontier.png")
-    write_text(directory / "report.md", render_markdown(summary))
+    files.write_text(directory / "report.md", render_markdown(summary))
 
 
 def best_row(rows: list[Evaluated], best: Candidate | None) -> Evaluated | None:
