@@ -89,9 +89,15 @@ def write_json(target: Path, content: Any, **dump: Any) -> None:
 
 
 def save_figure(figure: Any, target: Path, **options: Any) -> None:
-    """A matplotlib figure in the format of ``target``'s suffix (``options``: ``savefig``'s)."""
+    """A finished matplotlib figure, laid out tightly, in the format of ``target``'s suffix
+    (``options``: ``savefig``'s); the figure is closed after."""
+    from matplotlib import pyplot as plt
+
+    figure.tight_layout()
+    target.parent.mkdir(parents=True, exist_ok=True)
     with staged(target) as path:
         figure.savefig(path, format=target.suffix.lstrip(".") or "png", **options)
+    plt.close(figure)
 
 
 def save_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase | None, target: Path) -> None:

@@ -63,9 +63,7 @@ def plot_curves(found: dict[str, list[dict[str, float]]], target: Path) -> None:
         axis.plot(xs, ys, marker="." if len(points) < 50 else None, label=name.replace("_", " "))
     axis.set_xlabel(next(iter(next(iter(found.values()))[0])))
     axis.legend()
-    figure.tight_layout()
     files.save_figure(figure, target, dpi=110)
-    plt.close(figure)
 
 
 def _recovery_lines(steps: list[RecoveryStep]) -> list[str]:

@@ -56,7 +56,4 @@ def plot_fit(report: FitReport, points: list[Point], target: Path) -> None:
         axis.set_xlabel("compression ratio r")
         axis.set_ylabel(LABELS[metric])
         axis.legend(fontsize="small")
-    figure.tight_layout()
-    target.parent.mkdir(parents=True, exist_ok=True)
     files.save_figure(figure, target, dpi=120)
-    plt.close(figure)

@@ -156,10 +156,7 @@ def plot_frontier(summary: Summary, target: Path) -> None:
     axis.set_ylabel(summary.objective)
     axis.set_title(f"{summary.model}: quality vs latency")
     axis.legend(fontsize="small")
-    figure.tight_layout()
-    target.parent.mkdir(parents=True, exist_ok=True)
     files.save_figure(figure, target, dpi=120)
-    plt.close(figure)
 
 
 def _fmt(value: float | None, digits: int = 4) -> str:
