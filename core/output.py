@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import shutil
 import statistics
 from importlib.metadata import PackageNotFoundError, version
@@ -238,8 +239,27 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def temporary_sibling(target: Path) -> Path:
-    return target.with_name(f".{target.name}.tmp-{os.getpid()}")
+STAGED = re.compile(r"^\..+\.(tmp|old)-\d+$")
+"""The names :func:`temporary_sibling` gives, so that a rerun can sweep what a killed one left."""
+
+
+def temporary_sibling(target: Path, kind: str = "tmp") -> Path:
+    """The name ``target`` is written under before it is renamed into place (``old``: a
+    directory being replaced)."""
+    return target.with_name(f".{target.name}.{kind}-{os.getpid()}")
+
+
+def replace_dir(staging: Path, target: Path) -> None:
+    """Rename the finished directory ``staging`` onto ``target``, replacing an earlier one (which a
+    rename alone cannot): the old one is moved aside first and removed after, so ``target`` is
+    always whole."""
+    if target.exists():
+        replaced = temporary_sibling(target, "old")
+        os.replace(target, replaced)
+        os.replace(staging, target)
+        shutil.rmtree(replaced)
+    else:
+        os.replace(staging, target)
 
 
 def save_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase | None, target: Path) -> None:
@@ -249,13 +269,7 @@ def save_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase | None
     model.save_pretrained(staging)
     if tokenizer is not None:
         tokenizer.save_pretrained(staging)
-    if target.exists():  # a rerun's model replaces the earlier one; a directory cannot be renamed onto another
-        replaced = target.with_name(f".{target.name}.old-{os.getpid()}")
-        os.replace(target, replaced)
-        os.replace(staging, target)
-        shutil.rmtree(replaced)
-    else:
-        os.replace(staging, target)
+    replace_dir(staging, target)  # a rerun's model replaces the earlier one
 
 
 def write_text(target: Path, text: str) -> None:

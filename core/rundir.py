@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import re
 import shutil
 import time
 from pathlib import Path
@@ -52,9 +50,6 @@ RESULT_FILES = (REPORT_FILE, "report.md", "recovery.png")
 SCRATCH = "checkpoints"
 RESUME = "resume"
 _METRICS = TypeAdapter(Metrics)
-STAGED = re.compile(r"^\..+\.(tmp|old)-\d+$")
-"""The names :func:`prunekit.output.temporary_sibling` and :func:`prunekit.output.save_model`
-write under before renaming into place."""
 
 
 def command(config: RunConfig) -> dict[str, Any]:
@@ -116,7 +111,7 @@ def claim(directory: Path, config: RunConfig) -> None:
     """Record the command before the run writes anything else, and clear what an earlier run of
     it left unfinished: files a kill cut off under their temporary names, and the report of a
     run being redone (first, so the directory never pairs a new model with an old report)."""
-    from prunekit.output import write_text
+    from prunekit.output import STAGED, write_text
 
     directory.mkdir(parents=True, exist_ok=True)
     if not (directory / COMMAND_FILE).is_file():
@@ -154,15 +149,14 @@ class Resume:
 
     def keep(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase | None, state: dict[str, Any]) -> None:
         """Keep the compressed ``model`` and ``state``, whole or not at all."""
-        from prunekit.output import save_model, temporary_sibling, write_text
+        from prunekit.output import replace_dir, save_model, temporary_sibling, write_text
 
         staging = temporary_sibling(self.root)
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
         save_model(model, tokenizer, staging / "model")
         write_text(staging / self.state_file.name, json.dumps(state, indent=2) + "\n")
-        shutil.rmtree(self.root, ignore_errors=True)
-        os.replace(staging, self.root)
+        replace_dir(staging, self.root)
 
     def model(self, dtype: Any, device: Any) -> PreTrainedModel:
         """The kept model, exactly as it was computed."""

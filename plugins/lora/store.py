@@ -30,6 +30,7 @@ from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, sort_checkpoints
 
 from prunekit.errors import UsageError
+from prunekit.output import replace_dir
 
 if TYPE_CHECKING:
     from peft import PeftModel
@@ -93,5 +94,4 @@ class Store:
             shutil.rmtree(staging, ignore_errors=True)
             model.save_pretrained(staging)
             _write_json(staging / REPORT_FILE, report)
-            shutil.rmtree(self.adapter_dir, ignore_errors=True)
-            os.replace(staging, self.adapter_dir)
+            replace_dir(staging, self.adapter_dir)
