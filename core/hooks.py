@@ -23,6 +23,7 @@ if TYPE_CHECKING:
         ModelSlice,
         RecoverRequest,
         Recovery,
+        ReportRequest,
         RestoreRequest,
         ScoreRequest,
         SliceRequest,
@@ -39,6 +40,7 @@ class Hooks:
         self._slice = pm.subset_hook_caller("slice_layer", inactive)
         self._slice_model = pm.subset_hook_caller("slice_model", inactive)
         self._recover = pm.subset_hook_caller("recover", inactive)
+        self._render = pm.subset_hook_caller("render_report", inactive)
         evaluators = set(implementers(pm.hook.evaluate))
         self._evaluate = (
             pm.subset_hook_caller("evaluate", inactive) if evaluators & active else pm.hook.evaluate
@@ -107,6 +109,10 @@ class Hooks:
     def evaluate_one(self, name: str, request: EvalRequest) -> Metrics | None:
         """One evaluator's metrics alone, so a caller can reuse the others' cached results."""
         return self._one("evaluate", name, request)
+
+    def render_report(self, request: ReportRequest) -> None:
+        """Every active renderer writes its files of the finished run."""
+        self._render(request=request)
 
     def _one(self, hook: str, name: str, request: object) -> Any:
         """The answer of plugin ``name`` alone to ``hook`` (``None`` if it gives none)."""

@@ -10,6 +10,8 @@ One run calls them in this order::
       (or slice_model           first result: a whole-model slicer replaces the two steps above)
     recover  x recovery plugins in the order the run names them, each on the previous one's model
     evaluate(stage="after")
+    render_report               collect-all: the active renderers write report.md, the model card...
+                                (then the core writes report.json, which marks the run finished)
     restore_structure           first result; called by prunekit.load for non-stock checkpoints
 
 Two more hooks make the program itself extensible::
@@ -44,6 +46,7 @@ if TYPE_CHECKING:
         ModelSlice,
         RecoverRequest,
         Recovery,
+        ReportRequest,
         RestoreRequest,
         ScoreRequest,
         SliceRequest,
@@ -63,6 +66,7 @@ __all__ = [
     "slice_model",
     "recover",
     "evaluate",
+    "render_report",
     "restore_structure",
     "add_hookspecs",
     "register_commands",
@@ -174,6 +178,19 @@ def evaluate(request: EvalRequest) -> Metrics | None:
     (``stage="before"``) and each configuration it tries (``"after"``), with the settings of one
     evaluation batch in the evaluator's options and the batch's seed as the run's.
     Return ``None`` when there is nothing to measure with the run's settings.
+    """
+
+
+@hookspec
+def render_report(request: ReportRequest) -> None:
+    """Write a finished run's report into files of its run directory, beside the saved model.
+
+    Every active renderer is called once per ``core run``, after ``model/`` is saved and before
+    the core writes ``report.json``, which marks the run finished: a renderer that raises fails
+    the run (exit 1) and a rerun of the same command resumes from the kept compressed model, so
+    a directory never holds a finished report with a missing rendering. The built-in ``report``
+    plugin, which takes part in every run, writes ``report.md``, the recovery plot and the saved
+    model's card (``model/README.md``). Write each file atomically (:mod:`prunekit.files`).
     """
 
 

@@ -47,14 +47,9 @@ ENTRY_POINT_GROUP = hookspecs.PROJECT
 LOAD_ENV = "PRUNEKIT_LOAD_PLUGINS"
 DISABLE_ENV = "PRUNEKIT_DISABLE_PLUGINS"
 
-CORE_PLUGINS: dict[str, str] = {
-    "slicer": "prunekit.slicing",
-}
-"""Built-ins that take part in every run: the structural slicer. (Model families need no plugin:
-an adapter is derived from the model itself, :mod:`prunekit.discovery`.)"""
-
 DEFAULT_PLUGINS: dict[str, str] = {
-    **CORE_PLUGINS,
+    "slicer": "prunekit.slicing",
+    "report": "prunekit.plugins.report",
     "random": "prunekit.plugins.random_pruner",
     "perplexity": "prunekit.plugins.evaluators.perplexity",
     "zeroshot": "prunekit.plugins.evaluators.zeroshot",
@@ -72,6 +67,10 @@ DEFAULT_PLUGINS: dict[str, str] = {
     "laws": "prunekit.plugins.laws",
 }
 """Every built-in plugin, by its name: the one ``--plugins`` takes, for those that take part in runs."""
+CORE_PLUGINS: tuple[str, ...] = ("slicer", "report")
+"""Built-ins that take part in every run, whatever ``--plugins`` names: the structural slicer and
+the report's renderer. (Model families need no plugin: an adapter is derived from the model
+itself, :mod:`prunekit.discovery`.)"""
 
 
 @dataclass(frozen=True)

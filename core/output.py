@@ -1,6 +1,6 @@
 """The report's data model: ``report.json``'s schema (:class:`Report`, :class:`Evaluation`) and
-the figures it derives (retention, speedup). :mod:`prunekit.rendering` writes it out as
-``report.md`` and the recovery plot; :mod:`prunekit.files` writes every file atomically.
+the figures it derives (retention, speedup). The ``render_report`` hook's plugins write it out
+for people (``report.md``, the model card), from the lines of :mod:`prunekit.rendering`.
 """
 
 from __future__ import annotations

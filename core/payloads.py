@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
     from prunekit.architectures import Architecture
     from prunekit.config import RunConfig
+    from prunekit.output import Report
     from prunekit.uncompressed import UncompressedLayers
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "RecoverRequest",
     "Recovery",
     "EvalRequest",
+    "ReportRequest",
     "Metrics",
 ]
 
@@ -168,6 +170,15 @@ class EvalRequest:
     def options(self, plugin: str) -> dict[str, Any]:
         """The plugin's own settings from the run config (``options: {plugin: {...}}``)."""
         return dict(self.config.options.get(plugin, {}))
+
+
+@dataclass
+class ReportRequest:
+    """A finished run's report to write out, in :func:`~prunekit.hookspecs.render_report`."""
+
+    report: Report
+    output_dir: Path
+    """The run directory: ``model/`` is in place, ``report.json`` not yet written."""
 
 
 @dataclass

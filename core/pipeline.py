@@ -15,9 +15,9 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from prunekit import __version__, baselines, files, memory, output, rendering, rundir
+from prunekit import __version__, baselines, files, memory, output, rundir
 from prunekit.errors import UsageError, keeps_on_interrupt
-from prunekit.payloads import Dimension, EvalRequest, RecoverRequest, ScoreRequest, SliceRequest
+from prunekit.payloads import Dimension, EvalRequest, RecoverRequest, ReportRequest, ScoreRequest, SliceRequest
 from prunekit.progress import track
 from prunekit.slicing import keep_plan, kept_layers
 from prunekit.uncompressed import UncompressedLayers
@@ -317,7 +317,8 @@ def _compress(config: RunConfig, plugins: Plugins, hooks: Hooks, directory: Path
         disk_bytes=output.DiskBytes(before=bytes_before, after=output.weight_bytes(directory / "model")),
         baseline=baseline,
     )
-    rendering.write_report(report, directory)
+    hooks.render_report(ReportRequest(report, directory))
+    files.write_text(directory / rundir.REPORT_FILE, report.model_dump_json(indent=2) + "\n")  # the run is finished
     kept.clear()
     return report
 

@@ -43,11 +43,11 @@ def summary(name: str) -> str:
     return paragraph.replace("``", "`")
 
 
-def test_the_core_has_five_pipeline_two_registration_one_loading_and_two_program_hooks_and_search_adds_one():
+def test_the_hooks_the_core_defines_and_the_one_the_search_adds():
     core = sorted(name for name, spec in SPECS.items() if spec.__module__ == hookspecs.__name__)
     assert core == [
         "add_hookspecs", "evaluate", "plugin_options", "recover", "register_architectures", "register_commands",
-        "restore_structure", "score_importance", "slice_layer", "slice_model",
+        "render_report", "restore_structure", "score_importance", "slice_layer", "slice_model",
     ]
     assert {name: SPECS[name].__module__ for name in set(SPECS) - set(core)} == {
         "select_ratio": "prunekit.plugins.search.hookspecs"
@@ -88,8 +88,10 @@ def python_blocks(doc: Path) -> list[str]:
 
 @pytest.fixture
 def torch_loaded_first():
-    """pytester restores ``sys.modules`` after an in-process run, and torch cannot be imported a
-    second time in one process: loaded before pytester's snapshot, it stays loaded for later tests."""
+    """pytester restores ``sys.modules`` after an in-process run, and neither torch nor datasets
+    (its pyarrow extension types register once per process) can be imported a second time in one
+    process: loaded before pytester's snapshot, they stay loaded for later tests."""
+    import datasets  # noqa: F401
     import torch  # noqa: F401
 
 

@@ -36,7 +36,8 @@ def die():
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-from prunekit import pipeline, rendering
+from prunekit import pipeline
+from prunekit.plugins.report import markdown
 
 if point.startswith("after:"):  # the stage has finished, the next has not begun
     stage, original = point.removeprefix("after:"), pipeline.Stopwatch.stage
@@ -67,7 +68,7 @@ elif point == "before:report":  # the model is in place, the report not yet writ
     def die_instead(*args, **kwargs):
         die()
 
-    rendering.write_report = die_instead
+    markdown.render_markdown = die_instead
 sys.argv = ["core", *argv]
 from prunekit.cli import main
 

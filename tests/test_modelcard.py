@@ -15,7 +15,8 @@ from huggingface_hub import ModelCard
 from transformers import AutoModelForCausalLM
 from typer.testing import CliRunner
 
-from prunekit import hookimpl, modelcard
+from prunekit import hookimpl
+from prunekit.plugins.report import card as modelcard
 from prunekit.cli import app
 from prunekit.output import Report
 from prunekit.rendering import metric_rows

@@ -8,7 +8,7 @@ body with how it was compressed, the report's before and after measurements, and
 
 huggingface_hub's :class:`~huggingface_hub.ModelCard` and :class:`~huggingface_hub.ModelCardData`
 write the header and check it parses, so no YAML is written by hand here; the body reuses the
-report's own rows (:func:`prunekit.rendering.metric_rows`), so the card's figures are the report's.
+report's own rows (:func:`prunekit.metric_rows`), so the card's figures are the report's.
 huggingface_hub is imported inside the functions: only writing a card needs it.
 """
 
@@ -18,7 +18,9 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from prunekit import files, rendering
+from prunekit import files
+from prunekit.plugins.report import markdown
+from prunekit.rendering import metric_rows, parameter_rows
 
 if TYPE_CHECKING:
     from huggingface_hub import ModelCard
@@ -96,13 +98,13 @@ def _stderr(details: dict[str, Any]) -> dict[str, dict[str, float]]:
 
 
 def _with_stderr(value: float | None, stderr: float | None) -> str:
-    text = rendering._fmt(value)
-    return f"{text} ± {rendering._fmt(stderr)}" if text and stderr is not None else text
+    text = markdown.fmt(value)
+    return f"{text} ± {markdown.fmt(stderr)}" if text and stderr is not None else text
 
 
 def _metric_lines(report: Report) -> list[str]:
     before, after = report.metrics["before"], report.metrics["after"]
-    rows = rendering.metric_rows(before, after)
+    rows = metric_rows(before, after)
     if not rows:
         return ["No evaluator measured the model in this run."]
     errors = {"before": _stderr(before.details), "after": _stderr(after.details)}
@@ -113,10 +115,10 @@ def _metric_lines(report: Report) -> list[str]:
 
     lines = ["| metric | before | after | after / before |", "|---|---|---|---|"]
     lines += [f"| {name} | {_with_stderr(b, error('before', name))} | {_with_stderr(a, error('after', name))} | "
-              f"{rendering._retention(b, a)} |" for name, b, a in rows]
+              f"{markdown.retention(b, a)} |" for name, b, a in rows]
     if any(errors.values()):
         lines += ["", "Task scores are given ± their standard error where the evaluator reports one (lm-eval does)."]
-    summary = rendering._summary_lines(report)
+    summary = markdown.summary_lines(report)
     return lines + ([""] + summary[:-1] if summary else [])
 
 
@@ -126,11 +128,11 @@ def _settings_lines(report: Report) -> list[str]:
     lines = []
     for name, options in config.options.items():
         if options and (name in report.plugins or name in measured):  # the settings of what took part
-            lines.append(f"- `{name}` options: {rendering._compact(options)}")
+            lines.append(f"- `{name}` options: {markdown.compact(options)}")
     for dimension, section in report.pruning.items():
         scalars = {k: v for k, v in (section or {}).items() if isinstance(v, (str, int, float, bool))}
         if scalars:
-            lines.append(f"- {dimension} pruning: {rendering._compact(scalars)}")
+            lines.append(f"- {dimension} pruning: {markdown.compact(scalars)}")
     if config.tasks:
         lines.append(f"- zero-shot tasks: {', '.join(config.tasks)}" + (f" ({config.limit} examples each)" if config.limit else ""))
     lines.append(f"- seed {config.seed}, dtype {config.dtype}, device {config.device}")
@@ -179,7 +181,7 @@ def render(report: Report, directory: Path) -> ModelCard:
         "",
         f"- model: `{report.model}`" + (f" (Hub id `{base}`)" if base and base != report.model else ""),
         f"- plugins, in order: {plugins}",
-        f"- ratio: {report.ratio:g}" + rendering._per_dimension(report.config.ratios),
+        f"- ratio: {report.ratio:g}" + markdown.per_dimension(report.config.ratios),
         f"- sliced: {', '.join(report.pruning) or 'nothing'}",
         *_settings_lines(report),
         f"- prunekit {report.prunekit_version}; " + ", ".join(f"{k} {v}" for k, v in report.versions.items()),
@@ -189,7 +191,7 @@ def render(report: Report, directory: Path) -> ModelCard:
         "| parameters | before | after |",
         "|---|---|---|",
         f"| whole model | {params.before:,} | {params.after:,} |",
-        *[f"| {name} | {b:,} | {a:,} |" for name, b, a, _ in rendering.parameter_rows(params)],
+        *[f"| {name} | {b:,} | {a:,} |" for name, b, a, _ in parameter_rows(params)],
         "",
         "## Evaluation",
         "",
@@ -200,7 +202,7 @@ def render(report: Report, directory: Path) -> ModelCard:
     ]
     details = report.metrics["after"].details
     if details:
-        body += ["How it was measured:", "", *[f"- {name}: {rendering._compact(value)}" for name, value in details.items()], ""]
+        body += ["How it was measured:", "", *[f"- {name}: {markdown.compact(value)}" for name, value in details.items()], ""]
     body += ["## How to load it", "", *_load_lines(report, directory), ""]
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(body))
 
