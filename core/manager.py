@@ -47,14 +47,9 @@ ENTRY_POINT_GROUP = hookspecs.PROJECT
 LOAD_ENV = "PRUNEKIT_LOAD_PLUGINS"
 DISABLE_ENV = "PRUNEKIT_DISABLE_PLUGINS"
 
-CORE_PLUGINS: dict[str, str] = {
-    "slicer": "prunekit.slicing",
-}
-"""Built-ins that take part in every run: the structural slicer. (Model families need no plugin:
-an adapter is derived from the model itself, :mod:`prunekit.discovery`.)"""
-
 DEFAULT_PLUGINS: dict[str, str] = {
-    **CORE_PLUGINS,
+    "slicer": "prunekit.slicing",
+    "discovery": "prunekit.plugins.discovery",
     "random": "prunekit.plugins.random_pruner",
     "perplexity": "prunekit.plugins.evaluators.perplexity",
     "zeroshot": "prunekit.plugins.evaluators.zeroshot",
@@ -72,6 +67,11 @@ DEFAULT_PLUGINS: dict[str, str] = {
     "laws": "prunekit.plugins.laws",
 }
 """Every built-in plugin, by its name: the one ``--plugins`` takes, for those that take part in runs."""
+
+CORE_PLUGINS: dict[str, str] = {name: DEFAULT_PLUGINS[name] for name in ("slicer", "discovery")}
+"""Built-ins that take part in every run and are not named in ``--plugins``: the structural slicer,
+and ``discovery``, which derives the adapter of a model whose family no plugin registers one for
+(``derive_architecture``), so that a model family needs no plugin of its own."""
 
 
 @dataclass(frozen=True)
