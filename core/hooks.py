@@ -53,9 +53,12 @@ class Hooks:
         return adapters
 
     def architecture_for(self, model: PreTrainedModel) -> Architecture:
+        """The registered adapter claiming ``model``, else the one an installed plugin derives
+        (``derive_architecture``, asked of all of them, as for architectures)."""
         from prunekit import architectures
 
-        return architectures.resolve(model, self.architectures())
+        return architectures.resolve(model, self.architectures(),
+                                     lambda model: self._pm.hook.derive_architecture(model=model))
 
     def has_pruner(self) -> bool:
         """Whether an active plugin implements ``score_importance`` or ``slice_model``."""

@@ -4,6 +4,7 @@ One run calls them in this order::
 
     plugin_options              (once per run: each plugin's settings model validates options.<name>)
     register_architectures      (when the core looks up the loaded model's adapter: every installed plugin)
+    derive_architecture         (then, once per model no adapter claims: every installed plugin, first result)
     evaluate(stage="before")    collect-all: every active evaluator adds metrics
     score_importance            first result: the active pruner decides
     slice_layer  x layers       first result: the core's structural slicer unless a plugin takes over
@@ -37,6 +38,7 @@ import pluggy
 if TYPE_CHECKING:
     import typer
     from pydantic import BaseModel
+    from transformers import PreTrainedModel
 
     from prunekit.architectures import Architecture
     from prunekit.payloads import (
@@ -68,6 +70,7 @@ __all__ = [
     "evaluate",
     "render_report",
     "restore_structure",
+    "derive_architecture",
     "add_hookspecs",
     "register_commands",
 ]
@@ -81,10 +84,11 @@ def register_architectures(register: Callable[[Architecture], None]) -> None:
     keeps its decoder layers, FFN and attention projections, and which config fields to rewrite
     after slicing. The adapter whose ``model_types`` contains the loaded model's
     ``config.model_type`` handles it. A model no adapter claims gets one derived from its own
-    structure (:mod:`prunekit.discovery`), so register one only where the derived adapter is
-    wrong or refuses something the family can do. Called for every installed plugin, whether or
-    not a run selected it, each time the core looks up a model's adapter (a process may do so more
-    than once), so only register adapters here: build them once, at import.
+    structure (:func:`derive_architecture`, which the built-in ``discovery`` plugin answers), so
+    register one only where the derived adapter is wrong or refuses something the family can do.
+    Called for every installed plugin, whether or not a run selected it, each time the core looks
+    up a model's adapter (a process may do so more than once), so only register adapters here:
+    build them once, at import.
     """
 
 
@@ -204,6 +208,24 @@ def restore_structure(request: RestoreRequest) -> bool | None:
     ``request.structure["plugin"]`` reshapes and adds modules in place and returns ``True``; the
     weights are then loaded from the safetensors files, strictly. Others return ``None``. No
     pickle is involved: the structure is plain JSON in the config.
+    """
+
+
+@hookspec(firstresult=True)
+def derive_architecture(model: PreTrainedModel) -> Architecture | None:
+    """Derive an architecture adapter from ``model`` itself, for a family no registered adapter claims.
+
+    Called when the core looks up the adapter of a model whose ``config.model_type`` is in no
+    ``model_types`` of the adapters from :func:`register_architectures`, once per model object (the
+    core keeps the answer for as long as the model lives: deriving may run the model), and for
+    every installed plugin, whether or not a run selected it. Return an
+    :class:`~prunekit.architectures.Architecture` for ``model``, ``None`` to let the next plugin
+    answer, or raise :class:`~prunekit.errors.UsageError` for a model that cannot be sliced at all.
+    The built-in core plugin ``discovery`` answers last: it places the decoder layers, the
+    attention and the FFN from the module structure and the config, and offers only the dimensions
+    whose slicing is exact on a replay of the model's own layers (docs/architectures.md). When no
+    plugin answers, the lookup fails with a one-line :class:`~prunekit.errors.UsageError` naming
+    the model type.
     """
 
 

@@ -49,6 +49,7 @@ DISABLE_ENV = "PRUNEKIT_DISABLE_PLUGINS"
 
 DEFAULT_PLUGINS: dict[str, str] = {
     "slicer": "prunekit.slicing",
+    "discovery": "prunekit.plugins.discovery",
     "report": "prunekit.plugins.report",
     "random": "prunekit.plugins.random_pruner",
     "perplexity": "prunekit.plugins.evaluators.perplexity",
@@ -67,10 +68,11 @@ DEFAULT_PLUGINS: dict[str, str] = {
     "laws": "prunekit.plugins.laws",
 }
 """Every built-in plugin, by its name: the one ``--plugins`` takes, for those that take part in runs."""
-CORE_PLUGINS: tuple[str, ...] = ("slicer", "report")
-"""Built-ins that take part in every run, whatever ``--plugins`` names: the structural slicer and
-the report's renderer. (Model families need no plugin: an adapter is derived from the model
-itself, :mod:`prunekit.discovery`.)"""
+CORE_PLUGINS: dict[str, str] = {name: DEFAULT_PLUGINS[name] for name in ("slicer", "discovery", "report")}
+"""Built-ins that take part in every run and are not named in ``--plugins``: the structural slicer;
+``discovery``, which derives the adapter of a model whose family no plugin registers one for
+(``derive_architecture``), so that a model family needs no plugin of its own; and ``report``,
+which writes ``report.md`` and the model card (``render_report``)."""
 
 
 @dataclass(frozen=True)

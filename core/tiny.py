@@ -30,7 +30,7 @@ from transformers import (
     Qwen3Config,
 )
 
-from prunekit.discovery import is_int
+from prunekit.architectures import is_int
 from prunekit.errors import UsageError
 
 if TYPE_CHECKING:

@@ -95,7 +95,7 @@ def unit_scores(architecture, layer, dimension: Dimension, feature_scores: torch
 def score_importance(request: ScoreRequest) -> list[Importance]:
     import torch
 
-    from prunekit.layer_inputs import capture_inputs
+    from prunekit.plugins.layer_inputs import capture_inputs
 
     options = ActivationOptions.model_validate(request.options(NAME))
     architecture, model = request.architecture, request.model

@@ -8,7 +8,7 @@ on a little real text. This module holds what they share:
 - :func:`calibration_samples`, fixed-length token windows cut at seeded random offsets from a
   source read by :mod:`prunekit.data` (a local text / JSON / JSONL file or folder, or a Hub dataset;
   tokenized once and cached);
-- running the model one decoder layer at a time is the core's :mod:`prunekit.layer_inputs`.
+- running the model one decoder layer at a time is :mod:`prunekit.plugins.layer_inputs`.
 
 Defaults. The papers calibrate on 128 (Wanda, SliceGPT's code) to 1024 (SliceGPT's paper, FLAP)
 WikiText-2 or C4 samples of 2048 tokens (FLAP: 128). On a CUDA device prunekit uses 128 x 2048.

@@ -27,9 +27,8 @@ from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_N
 from transformers.utils import logging as transformers_logging
 
 from prunekit import pipeline
-from prunekit.architectures import zero_removed_units
+from prunekit.architectures import is_int, zero_removed_units
 from prunekit.config import RunConfig
-from prunekit.discovery import is_int
 from prunekit.errors import UsageError
 from prunekit.manager import get_plugins
 from prunekit.payloads import Dimension, ScoreRequest

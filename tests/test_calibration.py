@@ -12,7 +12,7 @@ from prunekit import data
 from prunekit.errors import UsageError
 from prunekit.manager import get_plugins
 from prunekit.plugins import calibration
-from prunekit.layer_inputs import capture_inputs
+from prunekit.plugins.layer_inputs import capture_inputs
 from prunekit.plugins.calibration import CalibrationOptions, calibration_samples, resolve
 from prunekit.tiny import FAMILIES, tiny_model, tokenizer
 

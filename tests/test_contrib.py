@@ -179,8 +179,9 @@ def test_trace_logs_every_hook_call_with_its_plugins_and_duration(monkeypatch, f
     assert sum(line.startswith("hook score_importance [random] ") for line in lines) == 1
     assert sum(line.startswith("hook slice_layer [slicer] ") for line in lines) == 2  # one per layer
     assert not any(line.startswith("hook recover ") for line in lines)  # no recovery plugin selected
-    assert lines[-2].startswith("hook slice_layer [slicer] ")
-    assert lines[-1].startswith("hook evaluate [perplexity] ")  # the compressed model
+    assert lines[-3].startswith("hook slice_layer [slicer] ")
+    assert lines[-2].startswith("hook evaluate [perplexity] ")  # the compressed model
+    assert lines[-1].startswith("hook render_report [report] ")
 
 
 @pytest.mark.parametrize("value", ["", "0", "false"])

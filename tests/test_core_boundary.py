@@ -76,7 +76,7 @@ def test_every_built_in_plugin_is_a_module_of_prunekit_plugins_or_of_the_core():
     from prunekit.manager import CORE_PLUGINS, DEFAULT_PLUGINS
 
     for name, module in DEFAULT_PLUGINS.items():
-        assert module.startswith("prunekit.plugins.") or name in CORE_PLUGINS, (name, module)
+        assert module.startswith("prunekit.plugins.") or CORE_PLUGINS.get(name) == module, (name, module)
 
 
 def test_the_checks_catch_an_import_inside_a_function_and_a_docstring():

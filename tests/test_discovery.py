@@ -10,9 +10,10 @@ import torch
 from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
+from prunekit import hookimpl
 from prunekit.architectures import zero_removed_units
 from prunekit.errors import UsageError
-from prunekit.manager import get_plugins
+from prunekit.manager import Plugins, get_plugins
 from prunekit.payloads import Dimension
 
 IDS = torch.randint(0, 250, (2, 12), generator=torch.Generator().manual_seed(0))
@@ -94,3 +95,31 @@ def test_one_kv_group_offers_no_heads_and_says_why():
     assert Dimension.HEADS not in architecture.dimensions and Dimension.FFN in architecture.dimensions
     with pytest.raises(UsageError, match="heads into a stock checkpoint: the attention has one KV group"):
         architecture.require(Dimension.HEADS)
+
+
+class Deriving:
+    """A plugin with a derivation of its own, which answers for every model."""
+
+    def __init__(self, adapter):
+        self.adapter, self.asked = adapter, 0
+
+    @hookimpl
+    def derive_architecture(self, model):
+        self.asked += 1
+        return self.adapter
+
+
+def test_a_plugins_derivation_is_asked_before_discovery_and_once_per_model(homebrew, register_plugin):
+    derived = get_plugins().hooks([]).architecture_for(homebrew)
+    plugin = Deriving(derived)
+    register_plugin(plugin, "deriving")
+    model, hooks = copy.deepcopy(homebrew), get_plugins().hooks([])
+    assert hooks.architecture_for(model) is derived and hooks.architecture_for(model) is derived
+    assert plugin.asked == 1
+
+
+def test_a_model_no_plugin_derives_is_refused_in_one_line(homebrew, monkeypatch):
+    monkeypatch.setenv("PRUNEKIT_DISABLE_PLUGINS", "discovery")
+    with pytest.raises(UsageError, match=r"^cannot slice 'prunekit_homebrew' models: no registered adapter "
+                                         r"claims them and no installed plugin derives one$"):
+        Plugins().hooks([]).architecture_for(copy.deepcopy(homebrew))

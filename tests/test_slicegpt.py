@@ -25,7 +25,7 @@ from prunekit.files import save_model
 from prunekit.payloads import Dimension, ScoreRequest
 from prunekit.plugins import slicegpt
 from prunekit.plugins.slicegpt.compress import keeps_full_ends
-from prunekit.layer_inputs import capture_inputs
+from prunekit.plugins.layer_inputs import capture_inputs
 from prunekit.plugins.slicegpt.fusion import fuse
 from prunekit.plugins.slicegpt.layouts import layout_for
 from prunekit.plugins.slicegpt.rotation import principal_axes, rotate_per_layer, rotate_single, sliced_width

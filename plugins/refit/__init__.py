@@ -24,7 +24,7 @@ layer from a few candidates by the error on held-out calibration windows (never 
 text); when no candidate beats the sliced weights there, the layer is left as it is.
 
 It runs layer by layer on the inputs of the model compressed so far (each refitted layer's output
-feeds the next), from :class:`~prunekit.layer_inputs.LayerInputs`, and builds one
+feeds the next), from :class:`~prunekit.plugins.layer_inputs.LayerInputs`, and builds one
 uncompressed layer at a time from ``request.uncompressed``, so memory stays near one layer, its
 Gram matrices and the calibration activations beyond the model. Only weights change: the result
 is the same stock checkpoint.

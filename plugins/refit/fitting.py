@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from prunekit.architectures import head_rows, input_weight_columns
-from prunekit.layer_inputs import LayerInputs, capture_inputs
+from prunekit.plugins.layer_inputs import LayerInputs, capture_inputs
 from prunekit.payloads import Dimension, RecoverRequest, Recovery
 from prunekit.plugins.calibration import calibration_samples, resolve
 from prunekit.plugins.refit import NAME, RefitOptions

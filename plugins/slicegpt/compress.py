@@ -8,7 +8,7 @@ import time
 import torch
 
 from prunekit.errors import UsageError
-from prunekit.layer_inputs import capture_inputs
+from prunekit.plugins.layer_inputs import capture_inputs
 from prunekit.payloads import Dimension, ModelSlice, ScoreRequest
 from prunekit.plugins.calibration import calibration_samples, resolve
 from prunekit.plugins.slicegpt import PLUGIN, SliceGPTOptions

@@ -38,7 +38,7 @@ from prunekit.progress import track
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
-    from prunekit.layer_inputs import LayerInputs
+    from prunekit.plugins.layer_inputs import LayerInputs
     from prunekit.plugins.slicegpt.layouts import Layout
 
 

@@ -1,8 +1,8 @@
 """An architecture adapter derived from the loaded model itself, for families no plugin describes.
 
 A model whose ``model_type`` no registered adapter claims gets a
-:class:`~prunekit.architectures.DecoderArchitecture` found from its module structure, its shapes
-and its config, not from its family's name:
+:class:`~prunekit.plugins.discovery.adapter.DecoderArchitecture` found from its module structure,
+its shapes and its config, not from its family's name:
 
 - the decoder layers are the one ``nn.ModuleList`` as long as ``num_hidden_layers``;
 - the attention is the layer's submodule that knows its heads (``head_dim``, ``num_heads``...);
@@ -35,18 +35,17 @@ import torch
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
-from prunekit.architectures import (
+from prunekit.architectures import input_weight_columns, is_int, zero_removed_units
+from prunekit.errors import UsageError
+from prunekit.payloads import Dimension
+from prunekit.plugins.discovery.adapter import (
     AttentionLayout,
     DecoderArchitecture,
-    input_weight_columns,
     keep_layers_in_config,
     out_features,
     renumber,
-    zero_removed_units,
 )
-from prunekit.errors import UsageError
-from prunekit.layer_inputs import capture_inputs
-from prunekit.payloads import Dimension
+from prunekit.plugins.layer_inputs import capture_inputs
 
 from transformers import PreTrainedModel
 
@@ -143,11 +142,6 @@ def _with(arch: DecoderArchitecture, **changes: Any) -> DecoderArchitecture:
 def _config_int(config: PretrainedConfig, name: str) -> int | None:
     value = getattr(config, name, None)
     return value if is_int(value) else None
-
-
-def is_int(value: object) -> bool:
-    """An integer config value (``True`` is not a size)."""
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 # --- placing the parts ---------------------------------------------------------------------------

@@ -2,9 +2,12 @@
 
 Calibration-based pruners and recovery (``activation``, ``slicegpt``, ``refit``) replay the layers
 on captured inputs, so memory stays near one layer's activations beyond the model; the derived
-architecture adapter (:mod:`prunekit.discovery`) replays single layers to check that slicing them
-is exact. The model's own forward builds the masks and position embeddings, so every family and
-attention implementation is handled the way transformers handles it.
+architecture adapter (:mod:`prunekit.plugins.discovery`) replays single layers to check that
+slicing them is exact. The model's own forward builds the masks and position embeddings, so every
+family and attention implementation is handled the way transformers handles it.
+
+Only these built-in plugins run a model layer by layer, so the helper is theirs, not the core's;
+it is no hook implementation, and the registry never imports it.
 """
 
 from __future__ import annotations
