@@ -43,11 +43,11 @@ def summary(name: str) -> str:
     return paragraph.replace("``", "`")
 
 
-def test_the_core_has_five_pipeline_two_registration_one_loading_and_two_program_hooks_and_search_adds_one():
+def test_the_core_has_five_pipeline_two_registration_two_loading_and_two_program_hooks_and_search_adds_one():
     core = sorted(name for name, spec in SPECS.items() if spec.__module__ == hookspecs.__name__)
     assert core == [
-        "add_hookspecs", "evaluate", "plugin_options", "recover", "register_architectures", "register_commands",
-        "restore_structure", "score_importance", "slice_layer", "slice_model",
+        "add_hookspecs", "evaluate", "model_source", "plugin_options", "recover", "register_architectures",
+        "register_commands", "restore_structure", "score_importance", "slice_layer", "slice_model",
     ]
     assert {name: SPECS[name].__module__ for name in set(SPECS) - set(core)} == {
         "select_ratio": "prunekit.plugins.search.hookspecs"
