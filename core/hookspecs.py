@@ -3,6 +3,7 @@
 One run calls them in this order::
 
     plugin_options              (once per run: each plugin's settings model validates options.<name>)
+    model_source                first result, every installed plugin: what --model names (the card reuses it)
     register_architectures      (when the core looks up the loaded model's adapter: every installed plugin)
     derive_architecture         (then, once per model no adapter claims: every installed plugin, first result)
     evaluate(stage="before")    collect-all: every active evaluator adds metrics
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
         Importance,
         Metrics,
         ModelSlice,
+        ModelSource,
         RecoverRequest,
         Recovery,
         ReportRequest,
@@ -69,6 +71,7 @@ __all__ = [
     "recover",
     "evaluate",
     "render_report",
+    "model_source",
     "restore_structure",
     "derive_architecture",
     "add_hookspecs",
@@ -195,6 +198,25 @@ def render_report(request: ReportRequest) -> None:
     a directory never holds a finished report with a missing rendering. The built-in ``report``
     plugin, which takes part in every run, writes ``report.md``, the recovery plot and the saved
     model's card (``model/README.md``). Write each file atomically (:mod:`prunekit.files`).
+    """
+
+
+@hookspec(firstresult=True)
+def model_source(name: str) -> ModelSource | None:
+    """Say what model ``--model name`` means, when ``name`` is one of the model names this plugin provides.
+
+    Return a :class:`~prunekit.payloads.ModelSource` (a checkpoint directory made on first use,
+    or a model built in memory, with the Hub id and licence a compressed model's card names) for
+    a name of this plugin's, ``None`` for any other: the way simonw/llm's ``register_models`` adds
+    model names, asked by name so that a plugin may provide a whole family of them
+    (``tiny-<family>``). Every installed plugin is asked, whether or not a run selected it, before
+    the name is taken for a local directory or a Hub id; the first answer counts, in pluggy's order
+    (the last registered first, so an entry-point plugin's name shadows a built-in one). The
+    built-in ``models`` plugin provides ``smollm2-135m``, ``gemma3-270m`` and ``tiny-<family>``.
+    Answer from the name alone and at once: the registry keeps each name's answer until a plugin
+    is registered or unregistered, and the model card of a run reads it too, so slow work
+    (converting, downloading) belongs in ``checkpoint`` or ``build``, called only when the model
+    loads.
     """
 
 

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 
     from prunekit.config import RunConfig
     from prunekit.hooks import Hooks
+    from prunekit.payloads import ModelSource
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,7 @@ DEFAULT_PLUGINS: dict[str, str] = {
     "slicer": "prunekit.slicing",
     "discovery": "prunekit.plugins.discovery",
     "report": "prunekit.plugins.report",
+    "models": "prunekit.plugins.models",
     "random": "prunekit.plugins.random_pruner",
     "perplexity": "prunekit.plugins.evaluators.perplexity",
     "zeroshot": "prunekit.plugins.evaluators.zeroshot",
@@ -125,6 +127,7 @@ class Plugins:
         # historic: every plugin registered from now on is asked as it is registered (pytest_addhooks)
         self.pm.hook.add_hookspecs.call_historic(kwargs={"pluginmanager": self.pm})
         self.failures: dict[str, PluginFailure] = {}
+        self._sources: dict[str, ModelSource | None] = {}
         for name in _names_from_env(DISABLE_ENV) or ():
             self.pm.set_blocked(name)
         for name, module in DEFAULT_PLUGINS.items():
@@ -153,7 +156,7 @@ class Plugins:
     def _failed(self, name: str, dist: str | None, version: str | None, exc: Exception, what: str) -> None:
         """Record plugin ``name`` as failed and unregister it, so that the others work without it."""
         if self.pm.has_plugin(name):
-            self.pm.unregister(name=name)
+            self.unregister(name)
         error = f"{type(exc).__name__}: {exc}".splitlines()[0]
         self.failures[name] = PluginFailure(name, dist, version, error)
         log.warning("plugin %r from %s %s: %s", name, dist, what, error)
@@ -179,14 +182,24 @@ class Plugins:
     def register(self, plugin: object, name: str) -> None:
         """Register an in-process plugin (tests, notebooks); same checks as any other."""
         self.pm.register(plugin, name=name)
+        self._sources.clear()
         try:
             self.pm.check_pending()
         except pluggy.PluginValidationError:
-            self.pm.unregister(name=name)
+            self.unregister(name)
             raise
 
     def unregister(self, name: str) -> None:
         self.pm.unregister(name=name)
+        self._sources.clear()
+
+    def model_source(self, name: str) -> ModelSource | None:
+        """The model an installed plugin provides under ``name`` (``model_source``, every plugin
+        asked), ``None`` for a local directory or a Hub id. Each name is asked once while the
+        plugins stay the same: a run's load and its model card share one answer."""
+        if name not in self._sources:
+            self._sources[name] = self.pm.hook.model_source(name=name)
+        return self._sources[name]
 
     def infos(self) -> list[PluginInfo]:
         """Every registered plugin with its source and the hooks it implements."""

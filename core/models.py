@@ -1,9 +1,10 @@
-"""Turning ``--model`` into a model and tokenizer: built-in names, local directories, Hub ids.
+"""Turning ``--model`` into a model and tokenizer: a name a plugin provides, a local directory, a Hub id.
 
-Built-in names are the real models ``smollm2-135m`` (:mod:`prunekit.smollm2`) and ``gemma3-270m``
-(:mod:`prunekit.gemma3`), and ``tiny-<family>`` (:mod:`prunekit.tiny`). A local directory is
-loaded with stock ``from_pretrained`` unless prunekit wrote it with per-layer sizes, which need
-:func:`prunekit.load`.
+Every installed plugin is asked first whether the name is one of its models (``model_source``;
+the built-in ``models`` plugin provides the real models ``smollm2-135m`` and ``gemma3-270m`` and the
+random-weight ``tiny-<family>``). Its answer is a checkpoint directory, loaded as a local one, or
+a model built in memory. A local directory is loaded with stock ``from_pretrained`` unless
+prunekit wrote it with per-layer sizes, which need :func:`prunekit.load`.
 Anything else is treated as a Hub id and loaded the ordinary way.
 
 Bad checkpoints are usage errors naming the problem, before any work starts: a directory without
@@ -24,7 +25,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from prunekit import gemma3, smollm2, tiny
+from prunekit import manager
 from prunekit.errors import UsageError
 
 if TYPE_CHECKING:
@@ -34,7 +35,6 @@ if TYPE_CHECKING:
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-BUILTIN = {model.name: model for model in (smollm2.MODEL, gemma3.MODEL)}
 
 
 @dataclass
@@ -42,8 +42,9 @@ class LoadedModel:
     model: PreTrainedModel
     tokenizer: PreTrainedTokenizerBase | None
     storage_dtype: torch.dtype
-    """The dtype the checkpoint was stored in. Computation may be wider (float32 on CPU), but a
-    compressed model is saved in this dtype, so it is never larger on disk than its source."""
+    """The dtype the checkpoint was stored in (a model built in memory: the one it was built in).
+    Computation may be wider (float32 on CPU), but a compressed model is saved in this dtype, so
+    it is never larger on disk than its source."""
 
 
 def resolve_device(device: str) -> torch.device:
@@ -77,12 +78,12 @@ def load_model(name: str, dtype: str = "auto", device: str = "auto") -> LoadedMo
     """The model and tokenizer that ``--model name`` means, in eval mode on the chosen device."""
     target = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, target)
-    if name.startswith(tiny.PREFIX):
-        loaded = LoadedModel(tiny.tiny_model(name.removeprefix(tiny.PREFIX)), tiny.tokenizer(), torch.float32)
+    source = manager.get_plugins().model_source(name)
+    if source is not None and source.build is not None:
+        model = source.build(0)
+        loaded = LoadedModel(model, source.tokenizer() if source.tokenizer else None, model.dtype)
     else:
-        source: str | Path
-        source = BUILTIN[name].checkpoint_dir() if name in BUILTIN else (local_path(name) or name)
-        loaded = _from_pretrained(source, torch_dtype)
+        loaded = _from_pretrained(source.checkpoint() if source else (local_path(name) or name), torch_dtype)
     loaded.model = loaded.model.to(device=target, dtype=torch_dtype).eval()
     # after the cast: a finite weight too large for float16 is Inf in the model the run computes with
     tensor = first_non_finite(loaded.model)

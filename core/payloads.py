@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import torch
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
@@ -35,6 +37,7 @@ __all__ = [
     "EvalRequest",
     "ReportRequest",
     "Metrics",
+    "ModelSource",
 ]
 
 
@@ -202,3 +205,29 @@ class Metrics:
     details: dict[str, Any] = field(default_factory=dict)
     """How each evaluator measured (data, lengths, versions, protocol), by evaluator name; not
     compared between stages."""
+
+
+@dataclass
+class ModelSource:
+    """A model name a plugin provides, in :func:`~prunekit.hookspecs.model_source`: how the model
+    loads, and what a compressed model's card says it was. Exactly one of ``checkpoint`` and
+    ``build`` is given."""
+
+    checkpoint: Callable[[], Path] | None = None
+    """Returns the model's Hugging Face checkpoint directory, made on first use (converted or
+    downloaded): called only when the model loads, never to write a card. The directory then
+    loads as a local one does."""
+    build: Callable[[int], PreTrainedModel] | None = None
+    """Builds the model in memory from a seed (random weights; fixed ones ignore it): ``--model``
+    builds with seed 0, the ``tiny_model`` fixture with the seed it is given. A compressed model
+    is saved in the dtype it is built in."""
+    tokenizer: Callable[[], PreTrainedTokenizerBase] | None = None
+    """Builds the tokenizer of a model given by ``build`` (a checkpoint's is read from its directory)."""
+    base_model: str | None = None
+    """The Hub id of the model, for a compressed model card's ``base_model``."""
+    license: str | None = None
+    """Its licence as the Hub names it (``apache-2.0``, ``gemma``), for the card."""
+
+    def __post_init__(self) -> None:
+        if (self.checkpoint is None) == (self.build is None):
+            raise TypeError("a ModelSource gives either checkpoint or build, not both or neither")

@@ -6,7 +6,8 @@ Fixtures:
 - ``register_plugin``: ``register_plugin(obj, name)`` registers a plugin for one test only, so a
   test can run ``core run --plugins name`` in-process and check that its hooks were called.
 - ``tiny_model``: ``tiny_model(family="llama", seed=0)`` builds a seeded random-weight model of
-  any causal-LM family, small enough for fast tests.
+  any causal-LM family, small enough for fast tests: the model ``--model tiny-<family>`` names,
+  built by the plugin that provides that name (the built-in ``models``) with the given seed.
 - ``logits_probe``: ``logits_probe(ids, name="probe")`` registers an evaluator that keeps the
   model's logits on ``ids`` at each stage (``probe.logits["before"]``, ``["after"]``), for
   exactness tests of a run's saved model against the one it measured.
@@ -78,10 +79,11 @@ def logits_probe(register_plugin: Callable[[object, str], None]) -> Callable[...
 
 
 @pytest.fixture
-def tiny_model() -> Callable[..., PreTrainedModel]:
-    from prunekit.tiny import tiny_model as build
-
+def tiny_model(prunekit_plugins: Plugins) -> Callable[..., PreTrainedModel]:
     def factory(family: str = "llama", seed: int = 0) -> PreTrainedModel:
-        return build(family, seed=seed)
+        source = prunekit_plugins.model_source(f"tiny-{family}")
+        if source is None or source.build is None:
+            raise LookupError(f"no installed plugin builds the model tiny-{family}")
+        return source.build(seed)
 
     return factory

@@ -16,7 +16,7 @@ from prunekit.config import RunConfig
 from prunekit.manager import get_plugins
 from prunekit.payloads import Dimension, ScoreRequest
 from prunekit.plugins import activation
-from prunekit.tiny import tiny_model, tokenizer
+from prunekit.plugins.models.tiny import tiny_model, tokenizer
 
 IDS = torch.randint(1, 257, (2, 12), generator=torch.Generator().manual_seed(0))
 TEXT = "".join(f"sentence {i}: pruning keeps the units that write the most into the stream.\n" for i in range(300))
@@ -143,9 +143,10 @@ def test_bad_input_is_a_one_line_error(family, options, message, tmp_path, probe
 @pytest.mark.slow
 def test_real_model_activation_beats_random_at_equal_size(tmp_path, monkeypatch, shared_data):
     """On SmolLM2-135M, keeping the channels that write the most beats keeping random ones."""
-    from prunekit import data, smollm2
+    from prunekit import data
     from prunekit.models import load_model
     from prunekit.plugins import random_pruner
+    from prunekit.plugins.models import smollm2
     from prunekit.slicing import keep_plan
 
     monkeypatch.delenv("PRUNEKIT_CACHE")

@@ -1,7 +1,7 @@
 """Every causal-LM family the installed transformers maps: sliced exactly, or refused with a reason.
 
 For each family a tiny random-weight model is built from its own config class with the sizes
-shrunk (:func:`prunekit.tiny.tiny_model`). Its adapter is the one the run would use (derived from
+shrunk (:func:`prunekit.plugins.models.tiny.tiny_model`). Its adapter is the one the run would use (derived from
 the model, since no plugin registers one). Every dimension the adapter offers is sliced at 0.5 by
 the ``random`` pruner through the run's own slicing path; the result must equal the original with
 the removed units zeroed, be a stock checkpoint, and reload with stock ``from_pretrained`` to
@@ -125,7 +125,7 @@ def check(model, architecture, dimension: Dimension, directory: Path) -> str:
 
 
 def outcome(family: str, directory: Path) -> Row:
-    from prunekit.tiny import shrunk_config, tiny_model
+    from prunekit.plugins.models.tiny import shrunk_config, tiny_model
 
     cells = dict.fromkeys((Dimension.FFN, Dimension.HEADS, Dimension.LAYERS), "")
     try:

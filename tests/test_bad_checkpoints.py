@@ -21,7 +21,7 @@ from prunekit.loading import INDEX, WEIGHTS, needs_prunekit
 from prunekit.manager import get_plugins
 from prunekit.models import first_non_finite, load_model
 from prunekit.payloads import Dimension
-from prunekit.tiny import FAMILIES, tiny_model
+from prunekit.plugins.models.tiny import FAMILIES, tiny_model
 
 SHARD = "100KB"
 """A tiny llama (430 KB of float32) saved in shards of at most this size: five of them."""

@@ -16,9 +16,9 @@ import pytest
 import torch
 from transformers import AutoConfig, GenerationConfig
 
-from prunekit import builtin_models, gemma3
-from prunekit.builtin_models import BuiltinModel
 from prunekit.errors import UsageError
+from prunekit.plugins.models import builtin, gemma3
+from prunekit.plugins.models.builtin import BuiltinModel
 
 PARTS = (b"GGUF first part|", b"second part|", b"last part")
 
@@ -53,7 +53,7 @@ def conversions(monkeypatch) -> list[bytes]:
         directory.mkdir()
         (directory / "config.json").write_text("{}")
 
-    monkeypatch.setattr(builtin_models, "_convert", convert)
+    monkeypatch.setattr(builtin, "_convert", convert)
     return seen
 
 
@@ -96,7 +96,7 @@ def test_a_wrong_hash_fails_before_conversion_and_leaves_nothing_behind(fake, co
 
 def test_the_real_models_keep_their_cache_folders():
     """Checkpoints already converted stay valid: the folder name is the cache key."""
-    from prunekit.models import BUILTIN
+    from prunekit.plugins.models import BUILTIN
 
     assert {name: model.directory for name, model in BUILTIN.items()} == {
         "smollm2-135m": "smollm2-135m-instruct", "gemma3-270m": "gemma-3-270m"}

@@ -14,7 +14,7 @@ from prunekit.manager import get_plugins
 from prunekit.plugins import calibration
 from prunekit.plugins.layer_inputs import capture_inputs
 from prunekit.plugins.calibration import CalibrationOptions, calibration_samples, resolve
-from prunekit.tiny import FAMILIES, tiny_model, tokenizer
+from prunekit.plugins.models.tiny import FAMILIES, tiny_model, tokenizer
 
 TEXT = "".join(f"line {i}: the quick brown fox jumps over the lazy dog.\n" for i in range(200))
 

@@ -192,7 +192,7 @@ def test_a_dimension_the_derived_adapter_cannot_place_is_refused_with_the_reason
 
 
 def test_a_model_whose_decoder_layers_cannot_be_placed_is_refused_in_one_line(tmp_path):
-    from prunekit.tiny import tiny_model
+    from prunekit.plugins.models.tiny import tiny_model
 
     model_dir = tmp_path / "hrm"  # hierarchical reasoning: two stacks of layers, neither num_hidden_layers long
     tiny_model("hrm_text").save_pretrained(model_dir)

@@ -9,7 +9,7 @@ import torch
 
 from prunekit import data
 from prunekit.errors import UsageError
-from prunekit.tiny import tokenizer
+from prunekit.plugins.models.tiny import tokenizer
 
 
 @pytest.fixture(autouse=True)

@@ -12,7 +12,7 @@ from prunekit import data
 from prunekit.plugins import calibration
 from prunekit.plugins.evaluators import perplexity
 from prunekit.plugins.lora import corpus
-from prunekit.tiny import tiny_model, tokenizer
+from prunekit.plugins.models.tiny import tiny_model, tokenizer
 
 SHA256 = "4f3e427e4aff23acff917a8a51aeae21bf12832256e26914c8fc250dcef4103c"
 

@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 from prunekit import hookimpl
 from prunekit.cli import app
 from prunekit.payloads import Dimension, Importance
+from prunekit.plugins.models.tiny import tiny_model
 from prunekit.slicing import kept_layers
-from prunekit.tiny import tiny_model
 
 IDS = torch.randint(0, 257, (2, 12), generator=torch.Generator().manual_seed(1))
 

@@ -17,7 +17,7 @@ from prunekit.errors import UsageError
 from prunekit.output import retention, speedup
 from prunekit.payloads import Metrics
 from prunekit.plugins.evaluators import perplexity, speed
-from prunekit.tiny import VOCAB, tokenizer
+from prunekit.plugins.models.tiny import VOCAB, tokenizer
 
 runner = CliRunner()
 # Small protocols keep the tiny-model runs fast; the defaults are exercised by the slow tests.

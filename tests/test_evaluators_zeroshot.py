@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from prunekit.cli import app
 from prunekit.errors import UsageError
 from prunekit.plugins.evaluators.zeroshot import score_tasks
-from prunekit.tiny import tokenizer
+from prunekit.plugins.models.tiny import tokenizer
 
 runner = CliRunner()
 FIVE = ("piqa_local", "winogrande_local", "hellaswag_local", "arc_easy_local", "arc_challenge_local")

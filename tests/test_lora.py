@@ -23,7 +23,7 @@ from prunekit.manager import get_plugins
 from prunekit.payloads import Metrics, RecoverRequest
 from prunekit.plugins.lora import adapters, corpus, store, training
 from prunekit.plugins.lora.options import LoraOptions, resolve
-from prunekit.tiny import FAMILIES, tiny_model, tokenizer
+from prunekit.plugins.models.tiny import FAMILIES, tiny_model, tokenizer
 
 runner = CliRunner()
 WORDS = ("model", "layer", "weight", "token", "channel", "head", "slice", "prune", "train", "merge",

@@ -16,8 +16,8 @@ from prunekit.config import RunConfig
 from prunekit.manager import get_plugins
 from prunekit.payloads import ScoreRequest
 from prunekit.plugins import magnitude
+from prunekit.plugins.models.tiny import FAMILIES, FFN, tiny_model
 from prunekit.slicing import kept_units
-from prunekit.tiny import FAMILIES, FFN, tiny_model
 
 
 class Unmeasured:

@@ -1,18 +1,23 @@
-"""What ``--model`` accepts: tiny built-ins, local checkpoints (stock or per-layer), the real model."""
+"""What ``--model`` accepts: tiny built-ins, names a plugin provides, local checkpoints (stock or
+per-layer), the real model."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
 from transformers import AutoModelForCausalLM
 from typer.testing import CliRunner
 
+from prunekit import hookimpl
+from prunekit.plugins.report import card as modelcard
 from prunekit.cli import app
 from prunekit.errors import UsageError
 from prunekit.models import fingerprint, load_model
-from prunekit.tiny import FAMILIES, tiny_model
+from prunekit.payloads import ModelSource
+from prunekit.plugins.models.tiny import FAMILIES, tiny_model, tokenizer
 
 runner = CliRunner()
 
@@ -91,6 +96,60 @@ def test_per_layer_checkpoints_load_through_model_names(tmp_path):
     model.save_pretrained(tmp_path)
     loaded = load_model(str(tmp_path), device="cpu")
     assert [arch.units(layer, Dimension.FFN) for layer in arch.layers(loaded.model)] == [96, 32]
+
+
+class Acme:
+    """A third-party plugin that adds two model names: a checkpoint made on first use, and a model
+    built in memory from a seed."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.made = 0
+
+    def checkpoint(self) -> Path:
+        self.made += 1
+        if not (self.directory / "config.json").is_file():
+            tiny_model("qwen2", seed=7).to(torch.bfloat16).save_pretrained(self.directory)
+        return self.directory
+
+    @hookimpl
+    def model_source(self, name):
+        if name == "acme-small":
+            return ModelSource(checkpoint=self.checkpoint, base_model="acme/small", license="mit")
+        if name == "acme-random":
+            return ModelSource(build=lambda seed: tiny_model("gpt2", seed), tokenizer=tokenizer)
+        return None
+
+
+def test_a_plugin_provides_model_names_that_load_and_that_the_card_names(register_plugin, prunekit_plugins, tmp_path):
+    assert prunekit_plugins.model_source("acme-small") is None  # a Hub id, until a plugin provides it
+    acme = Acme(tmp_path / "acme")
+    register_plugin(acme, "acme")
+    assert modelcard.base_model("acme-small") == "acme/small" and modelcard._license("acme-small") == "mit"
+    assert acme.made == 0  # naming the model in a card makes no checkpoint
+    loaded = load_model("acme-small", device="cpu")
+    assert acme.made == 1 and loaded.model.config.model_type == "qwen2"
+    assert loaded.model.dtype == torch.float32 and loaded.storage_dtype == torch.bfloat16
+    built = load_model("acme-random", device="cpu")
+    assert fingerprint(built.model) == fingerprint(tiny_model("gpt2")) and built.storage_dtype == torch.float32
+    assert built.tokenizer.decode(built.tokenizer("abc").input_ids) == "abc"
+    assert modelcard.base_model("acme-random") is None
+    assert load_model("tiny-opt", device="cpu").model.config.model_type == "opt"  # the built-in names still answer
+
+
+def test_a_model_source_gives_a_checkpoint_or_a_build():
+    with pytest.raises(TypeError, match="either checkpoint or build"):
+        ModelSource()
+    with pytest.raises(TypeError, match="either checkpoint or build"):
+        ModelSource(checkpoint=Path, build=tiny_model)
+
+
+def test_the_tiny_model_fixture_builds_the_model_its_name_loads_with_the_seed_given(request):
+    fixture = request.getfixturevalue("tiny_model")
+    assert fingerprint(fixture("opt")) == fingerprint(load_model("tiny-opt", device="cpu").model)
+    assert fingerprint(fixture("opt", seed=3)) == fingerprint(tiny_model("opt", seed=3))
+    with pytest.raises(UsageError, match="no tiny model for family 'nosuch'"):
+        fixture("nosuch")
 
 
 @pytest.mark.slow

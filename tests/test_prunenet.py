@@ -18,19 +18,20 @@ from safetensors.torch import save_file
 from transformers import AutoModelForCausalLM
 from typer.testing import CliRunner
 
-from prunekit import hookimpl, smollm2
+from prunekit import hookimpl
 from prunekit.cli import app
 from prunekit.config import RunConfig
 from prunekit.manager import get_plugins
 from prunekit.payloads import ScoreRequest
 from prunekit.plugins import prunenet
+from prunekit.plugins.models import smollm2
+from prunekit.plugins.models.tiny import FAMILIES, FFN, HIDDEN, tiny_model
 from prunekit.plugins.prunenet import scoring, store
 from prunekit.plugins.prunenet.policy import KeepPolicy, autocast, draw_ranks, noisy_logits, sample_keep
 from prunekit.plugins.prunenet.reward import REWARD_CAP, ks_statistic, reward, spectrum
 from prunekit.plugins.prunenet.settings import PruneNetOptions
 from prunekit.plugins.prunenet.training import train
 from prunekit.slicing import kept_units
-from prunekit.tiny import FAMILIES, FFN, HIDDEN, tiny_model
 
 FEW = ["-o", "prunenet.episodes=3"]
 PLUGINS = "prunenet,unmeasured"

@@ -16,9 +16,9 @@ from prunekit.config import RunConfig
 from prunekit.manager import get_plugins
 from prunekit.payloads import Dimension, Metrics, RecoverRequest, Recovery, ScoreRequest
 from prunekit.plugins import refit
-from prunekit.plugins.refit import fitting
 from prunekit.plugins.calibration import CalibrationOptions, calibration_samples, resolve
-from prunekit.tiny import FAMILIES, tiny_model, tokenizer
+from prunekit.plugins.models.tiny import FAMILIES, tiny_model, tokenizer
+from prunekit.plugins.refit import fitting
 from prunekit.uncompressed import UncompressedLayers
 
 runner = CliRunner()

@@ -12,11 +12,11 @@ from typer.testing import CliRunner
 from prunekit.cli import app
 from prunekit.manager import get_plugins
 from prunekit.output import Count, Params
-from prunekit.rendering import reach_line
 from prunekit.payloads import Dimension
 from prunekit.pipeline import count_parameters, parameter_parts
+from prunekit.plugins.models.tiny import tiny_model
+from prunekit.rendering import reach_line
 from prunekit.slicing import kept_units
-from prunekit.tiny import tiny_model
 
 
 @pytest.fixture(autouse=True)

@@ -30,7 +30,7 @@ from prunekit.plugins.slicegpt.fusion import fuse
 from prunekit.plugins.slicegpt.layouts import layout_for
 from prunekit.plugins.slicegpt.rotation import principal_axes, rotate_per_layer, rotate_single, sliced_width
 from prunekit.plugins.slicegpt.structure import record
-from prunekit.tiny import CONFIGS, tokenizer
+from prunekit.plugins.models.tiny import CONFIGS, tokenizer
 
 TOLERANCE = 1e-5
 IDS = torch.randint(1, 257, (2, 16), generator=torch.Generator().manual_seed(0))
@@ -281,7 +281,7 @@ def test_post_norm_opt_is_rejected_before_anything_changes():
 def smollm2(tmp_path, monkeypatch, shared_data):
     """SmolLM2-135M from the shared converted checkpoint (linked into this test's cache), and its
     tokenizer; the calibration and evaluation text come from the shared WikiText-2 file."""
-    from prunekit import smollm2 as real
+    from prunekit.plugins.models import smollm2 as real
     from prunekit.models import load_model
 
     monkeypatch.delenv("PRUNEKIT_CACHE")

@@ -14,8 +14,8 @@ from prunekit.architectures import LAYER_UNITS_KEY, zero_removed_units
 from prunekit.loading import needs_prunekit
 from prunekit.manager import get_plugins
 from prunekit.payloads import Dimension, Importance
+from prunekit.plugins.models.tiny import FAMILIES, tiny_model
 from prunekit.slicing import keep_plan, kept_units
-from prunekit.tiny import FAMILIES, tiny_model
 
 TOLERANCE = 1e-4  # max abs logit difference in float32
 IDS = torch.randint(0, 257, (2, 16), generator=torch.Generator().manual_seed(0))

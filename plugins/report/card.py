@@ -18,7 +18,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from prunekit import files
+from prunekit import files, manager
 from prunekit.plugins.report import markdown
 from prunekit.rendering import metric_rows, parameter_rows
 
@@ -63,16 +63,13 @@ def _declared_base(directory: Path) -> str | None:
 
 
 def base_model(model: str) -> str | None:
-    """The Hub id of the model ``--model model`` compressed: a built-in real model's id, a Hub id
-    as given, what a local directory declares (see :func:`_declared_base`); ``None`` for the
-    random-weight ``tiny-*`` models and for a local directory that names no Hub id."""
-    from prunekit import tiny
-    from prunekit.models import BUILTIN
-
-    if model.startswith(tiny.PREFIX):
-        return None
-    if model in BUILTIN:
-        return BUILTIN[model].hub_id
+    """The Hub id of the model ``--model model`` compressed: for a name a plugin provides, the one
+    its source names (a built-in real model's; ``None`` for the random-weight ``tiny-*`` models),
+    a Hub id as given, what a local directory declares (see :func:`_declared_base`); ``None`` for
+    a local directory that names no Hub id."""
+    source = manager.get_plugins().model_source(model)
+    if source is not None:
+        return source.base_model
     path = Path(model).expanduser()
     if path.is_dir():
         return _declared_base(path)
@@ -80,9 +77,8 @@ def base_model(model: str) -> str | None:
 
 
 def _license(model: str) -> str | None:
-    from prunekit.models import BUILTIN
-
-    return BUILTIN[model].license if model in BUILTIN else None
+    source = manager.get_plugins().model_source(model)
+    return source.license if source else None
 
 
 def _stderr(details: dict[str, Any]) -> dict[str, dict[str, float]]:

