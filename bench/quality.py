@@ -41,7 +41,7 @@ from transformers import AutoModelForCausalLM  # noqa: E402
 
 from prunekit import files, pipeline  # noqa: E402
 from prunekit.config import RunConfig  # noqa: E402
-from prunekit.data import shared_data_dir, token_stream  # noqa: E402
+from prunekit.plugins.data import shared_data_dir, token_stream  # noqa: E402
 from prunekit.manager import get_plugins  # noqa: E402
 from prunekit.models import load_model  # noqa: E402
 from prunekit.output import package_versions  # noqa: E402

@@ -35,7 +35,6 @@ from typing import TYPE_CHECKING, Any
 from pydantic import TypeAdapter
 
 from prunekit import __version__, files
-from prunekit.data import shared_data_dir
 from prunekit.hooks import merge_metrics
 from prunekit.manager import DEFAULT_PLUGINS
 from prunekit.output import Baseline, package_versions
@@ -80,7 +79,7 @@ def cache_key(request: EvalRequest, evaluator: str, code: str, model_fingerprint
     """Everything that could change an evaluator's result on the uncompressed model."""
     config = request.config
     parameter = next(request.model.parameters())
-    data = shared_data_dir()
+    data = files.shared_data_dir()
     return {
         "fingerprint": model_fingerprint,
         "evaluator": evaluator,

@@ -1,7 +1,8 @@
 """Where prunekit keeps its files, and files written whole or not at all.
 
 :func:`cache_root` holds everything prunekit computes once and reuses: converted built-in models,
-tokenized text, baseline metrics, learned policies.
+tokenized text, baseline metrics, learned policies; :func:`shared_data_dir` is the benchmark data
+it reads.
 
 Everything is written under a staging name beside its target (``.<name>.tmp-<pid>``) and renamed
 into place, so an interrupted write never leaves a half-written file or directory that looks
@@ -23,11 +24,21 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 CACHE_ENV = "PRUNEKIT_CACHE"
+DATA_ENV = "PRUNEKIT_DATA"
 
 
 def cache_root() -> Path:
     """``$PRUNEKIT_CACHE``, else ``~/.cache/prunekit``."""
     return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "prunekit")
+
+
+def shared_data_dir() -> Path | None:
+    """The benchmark data folder (zero-shot task files): ``$PRUNEKIT_DATA``, else ``../shared/data``
+    from the working directory (the project checkout's neighbour on the development machines),
+    else ``None``."""
+    configured = os.environ.get(DATA_ENV)
+    candidate = Path(configured) if configured else Path.cwd().parent / "shared" / "data"
+    return candidate if candidate.is_dir() else None
 
 
 STAGED = re.compile(r"^\..+\.(tmp|old)-\d+$")

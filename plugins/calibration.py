@@ -6,7 +6,7 @@ on a little real text. This module holds what they share:
 - :class:`CalibrationOptions`, the settings each of them inherits (source, count, length, seed,
   batch size), validated by pydantic like every plugin's options;
 - :func:`calibration_samples`, fixed-length token windows cut at seeded random offsets from a
-  source read by :mod:`prunekit.data` (a local text / JSON / JSONL file or folder, or a Hub dataset;
+  source read by :mod:`prunekit.plugins.data` (a local text / JSON / JSONL file or folder, or a Hub dataset;
   tokenized once and cached);
 - running the model one decoder layer at a time is :mod:`prunekit.plugins.layer_inputs`.
 
@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from prunekit import data
+from prunekit.plugins import data
 from prunekit.errors import UsageError
 
 if TYPE_CHECKING:

@@ -143,7 +143,7 @@ def test_bad_input_is_a_one_line_error(family, options, message, tmp_path, probe
 @pytest.mark.slow
 def test_real_model_activation_beats_random_at_equal_size(tmp_path, monkeypatch, shared_data):
     """On SmolLM2-135M, keeping the channels that write the most beats keeping random ones."""
-    from prunekit import data
+    from prunekit.plugins import data
     from prunekit.models import load_model
     from prunekit.plugins import random_pruner
     from prunekit.plugins.models import smollm2

@@ -8,7 +8,7 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from prunekit import data
+from prunekit.plugins import data
 from prunekit.errors import UsageError
 from prunekit.manager import get_plugins
 from prunekit.plugins import calibration

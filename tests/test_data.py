@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from prunekit import data
+from prunekit.plugins import data
 from prunekit.errors import UsageError
 from prunekit.plugins.models.tiny import tokenizer
 

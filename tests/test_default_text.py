@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from prunekit import data
+from prunekit.plugins import data
 from prunekit.plugins import calibration
 from prunekit.plugins.evaluators import perplexity
 from prunekit.plugins.lora import corpus

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from prunekit import hookimpl
 from prunekit.cli import app
-from prunekit.data import default_text, token_stream
+from prunekit.plugins.data import default_text, token_stream
 from prunekit.errors import UsageError
 from prunekit.output import retention, speedup
 from prunekit.payloads import Metrics
@@ -136,7 +136,7 @@ def test_bad_perplexity_settings_are_one_line_errors(text_file, options, fragmen
 def test_sampled_windows_are_drawn_with_the_run_seed_through_the_hook(text_file, tiny_model):
     """``options.perplexity.sample``, as a search measures its evaluation batches."""
     from prunekit.config import RunConfig
-    from prunekit.data import sample_windows
+    from prunekit.plugins.data import sample_windows
     from prunekit.manager import get_plugins
     from prunekit.payloads import EvalRequest
 

@@ -24,7 +24,7 @@ PUBLIC = [
     "prunekit.payloads",
     "prunekit.architectures",
     "prunekit.errors",
-    "prunekit.data",
+    "prunekit.plugins.data",
     "prunekit.testing",
     "prunekit.cli_shared",
     "prunekit.plugins.search.hookspecs",

@@ -295,7 +295,7 @@ def smollm2(tmp_path, monkeypatch, shared_data):
 
 
 def perplexity(model, tokenizer, wikitext) -> float:
-    from prunekit import data
+    from prunekit.plugins import data
 
     windows = data.windows(data.token_stream(tokenizer, f"{wikitext}[:50%]"), 512, count=2)
     with torch.no_grad():

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from prunekit import hookimpl
-from prunekit.data import DEFAULT_TEXT, TRAINING_HALF, default_text, sample_windows, token_stream
+from prunekit.plugins.data import DEFAULT_TEXT, TRAINING_HALF, default_text, sample_windows, token_stream
 from prunekit.errors import UsageError
 from prunekit.payloads import Dimension, Importance, ScoreRequest
 

@@ -3,7 +3,7 @@
 The text defaults to the first half of WikiText-2's test split from the benchmark data folder
 (``wikitext2.test.raw[:50%]``: recovery fine-tuning trains on the other half, so the two never
 overlap), else the Hub's ``wikitext:wikitext-2-raw-v1`` test split. The text is tokenized once
-into one stream (cached, :mod:`prunekit.data`) and cut into windows of ``length`` tokens starting
+into one stream (cached, :mod:`prunekit.plugins.data`) and cut into windows of ``length`` tokens starting
 every ``stride`` tokens (or, with ``sample``, drawn at random offsets seeded by the run's seed: a
 search's evaluation batches). Each window is one forward pass with no padding; when windows overlap
 (``stride < length``) a window scores only the tokens the previous one did not, so that every
@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel, ConfigDict, Field
 
 from prunekit import hookimpl
-from prunekit.data import DEFAULT_TEXT, EVALUATION_HALF, default_text, sample_windows, token_stream, windows
+from prunekit.plugins.data import DEFAULT_TEXT, EVALUATION_HALF, default_text, sample_windows, token_stream, windows
 from prunekit.errors import UsageError
 from prunekit.payloads import EvalRequest, Metrics
 from prunekit.progress import track

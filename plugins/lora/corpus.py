@@ -1,6 +1,6 @@
 """The text recovery trains on, cut into fixed-length sequences, and the held-out part of it.
 
-Text comes through :mod:`prunekit.data`, the same pipeline calibration uses. The default is the
+Text comes through :mod:`prunekit.plugins.data`, the same pipeline calibration uses. The default is the
 second half of WikiText-2's test file in the shared data folder (``wikitext2.test.raw[50%:]``):
 prunekit's perplexity evaluator reads the first half, so the model is never trained on the text
 it is measured on. Without that folder it is WikiText-2's train split from the Hub.
@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from prunekit import data
+from prunekit.plugins import data
 from prunekit.errors import UsageError
 
 if TYPE_CHECKING:

@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from prunekit import data
+from prunekit.plugins import data
 from prunekit.errors import UsageError
 
 GPU_LENGTH, CPU_LENGTH = 1024, 256

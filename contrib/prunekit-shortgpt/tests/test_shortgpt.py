@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 import prunekit_shortgpt
 from prunekit.cli import app
 from prunekit.config import RunConfig
-from prunekit.data import TRAINING_HALF, default_text
+from prunekit.plugins.data import TRAINING_HALF, default_text
 from prunekit.payloads import ScoreRequest
 from prunekit.plugins.models.tiny import tokenizer as tiny_tokenizer
 from prunekit_shortgpt import block_influence

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from prunekit import files, hub
+from prunekit.files import shared_data_dir
 from prunekit.errors import UsageError
 
 if TYPE_CHECKING:
@@ -42,13 +43,12 @@ __all__ = [
     "shared_data_dir",
 ]
 
-DATA_ENV = "PRUNEKIT_DATA"
 TEXT_SUFFIXES = (".txt", ".raw", ".md", ".text")
 JSON_SUFFIXES = (".json", ".jsonl")
 RANGE = re.compile(r"^(?P<source>.+?)\[(?P<start>\d+(?:\.\d+)?)?%?:(?P<end>\d+(?:\.\d+)?)?%?\]$")
 SEPARATOR = "\n\n"
 DEFAULT_TEXT = "wikitext2.test.raw"
-"""WikiText-2's raw test split, byte-exact, shipped in ``prunekit/text`` with its CC BY-SA 3.0
+"""WikiText-2's raw test split, byte-exact, shipped in ``prunekit/plugins/text`` with its CC BY-SA 3.0
 attribution and licence: the default of every text option."""
 EVALUATION_HALF = "[:50%]"
 TRAINING_HALF = "[50%:]"
@@ -59,16 +59,7 @@ def default_text(half: str) -> str:
     """``half`` of the packaged :data:`DEFAULT_TEXT` as a source. Packaged rather than fetched, so
     that the defaults need no network and no data folder: the same bytes as the benchmark data's
     copy, so a figure measured with either is the same figure."""
-    return f"{Path(str(resources.files('prunekit') / 'text' / DEFAULT_TEXT))}{half}"
-
-
-def shared_data_dir() -> Path | None:
-    """The benchmark data folder (zero-shot task files): ``$PRUNEKIT_DATA``, else ``../shared/data``
-    from the working directory (the project checkout's neighbour on the development machines),
-    else ``None``."""
-    configured = os.environ.get(DATA_ENV)
-    candidate = Path(configured) if configured else Path.cwd().parent / "shared" / "data"
-    return candidate if candidate.is_dir() else None
+    return f"{Path(str(resources.files('prunekit.plugins') / 'text' / DEFAULT_TEXT))}{half}"
 
 
 def parse_source(source: str) -> tuple[str, float, float]:
