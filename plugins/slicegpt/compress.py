@@ -24,7 +24,7 @@ def rotate_and_slice(request: ScoreRequest) -> ModelSlice:
     record the structure the checkpoint needs."""
     options = SliceGPTOptions.model_validate(request.options(PLUGIN))
     model = request.model
-    layout = layout_for(model)
+    layout = layout_for(model, request.architecture)
     calibration = resolve(options, model, request.config.seed)
     samples = calibration_samples(request.tokenizer, options, calibration)  # bad input fails before any change
 

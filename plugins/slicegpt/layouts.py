@@ -4,7 +4,10 @@ SliceGPT sees a decoder layer as one or two *blocks*: a norm, the projections th
 output, and the projections that write back into the residual stream. Llama-like and OPT layers
 have two blocks in sequence (attention, then MLP); phi-2 has one, whose attention and MLP read the
 same norm in parallel. Everything the algorithm does is expressed per block, so a family is only
-module paths plus the layer's forward pass with a shortcut on each residual path.
+its norms, embeddings and head, which parts of a layer each block holds, and the layer's forward
+pass with a shortcut on each residual path. The layers and the projections are where the model's
+architecture adapter finds them (derived from the model, :mod:`prunekit.plugins.discovery`): a
+family's module paths are known in one place.
 
 The forward passes below repeat the families' own (transformers 5) with one change: the residual
 ``x`` is added as ``shortcut(x)``, a ``d' x d'`` matrix mapping the stream from the basis of the
@@ -25,6 +28,8 @@ from prunekit.errors import UsageError
 if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedModel
+
+    from prunekit.architectures import Architecture
 
 
 class LlamaShortcuts:
@@ -84,27 +89,38 @@ class Block:
     """The method of the shortcut layer class that runs this block alone (keyword arguments of the layer)."""
 
 
+ATTENTION, FFN = "attention", "ffn"
+
+
 @dataclass(frozen=True)
-class Layout:
-    """One family: paths from the model root, the blocks of a layer, and its shortcut layer class."""
+class BlockSpec:
+    """A block as a family describes it: its norm, which parts of the layer it holds, its shortcut.
+    The parts' projections are the architecture adapter's (:func:`layout_for`)."""
+
+    norm: str
+    parts: tuple[str, ...]
+    shortcut: str
+    method: str
+
+
+@dataclass(frozen=True)
+class Family:
+    """What rotate-and-slice needs of a family beyond its adapter: the embeddings, norms and head
+    around the layers, how a layer's blocks are arranged, and its layer class with shortcuts."""
 
     name: str
     model_types: tuple[str, ...]
-    layers: str
     embeddings: tuple[str, ...]
     """Embedding tables whose rows are summed into the residual stream (tokens, learned positions)."""
     final_norm: str
     head: str
-    blocks: tuple[Block, ...]
+    blocks: tuple[BlockSpec, ...]
     layernorm: bool
     """LayerNorm families: the stream is centred and the norms become RMSNorms (not stock)."""
     shortcuts: type
 
-    def layer_list(self, model: PreTrainedModel) -> nn.ModuleList:
-        return model.get_submodule(self.layers)
-
     def check(self, model: PreTrainedModel) -> None:
-        """Reject variants of a supported family that this layout does not describe."""
+        """Reject variants of a supported family that this description does not cover."""
         config = model.config
         if self.name == "opt":
             if not config.do_layer_norm_before:
@@ -113,55 +129,59 @@ class Layout:
                 raise UsageError("slicegpt does not support OPT models with an embedding projection (project_in/out)")
 
 
-_LLAMA = Layout(
+@dataclass(frozen=True)
+class Layout:
+    """One model's family description with the module paths of its adapter filled in."""
+
+    name: str
+    layers: str
+    embeddings: tuple[str, ...]
+    final_norm: str
+    head: str
+    blocks: tuple[Block, ...]
+    layernorm: bool
+    shortcuts: type
+
+    def layer_list(self, model: PreTrainedModel) -> nn.ModuleList:
+        return model.get_submodule(self.layers)
+
+
+_LLAMA = Family(
     name="llama",
     model_types=("llama", "mistral", "qwen2", "qwen3"),
-    layers="model.layers",
     embeddings=("model.embed_tokens",),
     final_norm="model.norm",
     head="lm_head",
-    blocks=(
-        Block("input_layernorm", ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
-              ("self_attn.o_proj",), "attn_shortcut", "attention_block"),
-        Block("post_attention_layernorm", ("mlp.gate_proj", "mlp.up_proj"), ("mlp.down_proj",),
-              "mlp_shortcut", "mlp_block"),
-    ),
+    blocks=(BlockSpec("input_layernorm", (ATTENTION,), "attn_shortcut", "attention_block"),
+            BlockSpec("post_attention_layernorm", (FFN,), "mlp_shortcut", "mlp_block")),
     layernorm=False,
     shortcuts=LlamaShortcuts,
 )
 
-_OPT = Layout(
+_OPT = Family(
     name="opt",
     model_types=("opt",),
-    layers="model.decoder.layers",
     embeddings=("model.decoder.embed_tokens", "model.decoder.embed_positions"),
     final_norm="model.decoder.final_layer_norm",
     head="lm_head",
-    blocks=(
-        Block("self_attn_layer_norm", ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
-              ("self_attn.out_proj",), "attn_shortcut", "attention_block"),
-        Block("final_layer_norm", ("fc1",), ("fc2",), "mlp_shortcut", "mlp_block"),
-    ),
+    blocks=(BlockSpec("self_attn_layer_norm", (ATTENTION,), "attn_shortcut", "attention_block"),
+            BlockSpec("final_layer_norm", (FFN,), "mlp_shortcut", "mlp_block")),
     layernorm=True,
     shortcuts=OPTShortcuts,
 )
 
-_PHI = Layout(
+_PHI = Family(
     name="phi",
     model_types=("phi",),
-    layers="model.layers",
     embeddings=("model.embed_tokens",),
     final_norm="model.final_layernorm",
     head="lm_head",
-    blocks=(
-        Block("input_layernorm", ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "mlp.fc1"),
-              ("self_attn.dense", "mlp.fc2"), "shortcut", "block"),
-    ),
+    blocks=(BlockSpec("input_layernorm", (ATTENTION, FFN), "shortcut", "block"),),
     layernorm=True,
     shortcuts=PhiShortcuts,
 )
 
-LAYOUTS = (_LLAMA, _OPT, _PHI)
+FAMILIES = (_LLAMA, _OPT, _PHI)
 
 
 def norms_per_layer(model: PreTrainedModel) -> int | None:
@@ -181,18 +201,35 @@ SANDWICH_NORMS = (
 )
 
 
-def layout_for(model: PreTrainedModel) -> Layout:
-    """The layout of ``model``'s family, or a :class:`UsageError` naming the supported ones (and,
-    for a family whose layers normalise their blocks' outputs, why it cannot be supported)."""
+def layout_for(model: PreTrainedModel, architecture: Architecture | None = None) -> Layout:
+    """The layout of ``model``: its family's description, with the layers and projections where
+    ``architecture`` (by default the adapter the registry gives ``model``) finds them. A family
+    not described here is a :class:`UsageError` naming the supported ones (and, for a family whose
+    layers normalise their blocks' outputs, why it cannot be supported)."""
     model_type = getattr(model.config, "model_type", None)
-    for layout in LAYOUTS:
-        if model_type in layout.model_types:
-            layout.check(model)
-            return layout
-    supported = ", ".join(t for layout in LAYOUTS for t in layout.model_types)
-    norms = norms_per_layer(model)
-    reason = f": {SANDWICH_NORMS.format(norms=norms)}" if norms is not None and norms > 2 else ""
-    raise UsageError(f"slicegpt does not support {model_type!r} models{reason}; supported: {supported}")
+    family = next((family for family in FAMILIES if model_type in family.model_types), None)
+    if family is None:
+        supported = ", ".join(t for family in FAMILIES for t in family.model_types)
+        norms = norms_per_layer(model)
+        reason = f": {SANDWICH_NORMS.format(norms=norms)}" if norms is not None and norms > 2 else ""
+        raise UsageError(f"slicegpt does not support {model_type!r} models{reason}; supported: {supported}")
+    family.check(model)
+    if architecture is None:
+        from prunekit.manager import get_plugins
+
+        architecture = get_plugins().hooks([]).architecture_for(model)
+    attention, layers = getattr(architecture, "attention", None), getattr(architecture, "layers_path", None)
+    if attention is None or attention.fused or layers is None:
+        raise UsageError(f"slicegpt needs the separate q/k/v projections of {model_type!r} layers, "
+                         f"which their adapter ({type(architecture).__name__}) does not name")
+    parts = {ATTENTION: ((attention.q, attention.k, attention.v), (attention.out,)),
+             FFN: (tuple(architecture.ffn_inputs), (architecture.ffn_output,))}
+    blocks = tuple(
+        Block(spec.norm, tuple(path for part in spec.parts for path in parts[part][0]),
+              tuple(path for part in spec.parts for path in parts[part][1]), spec.shortcut, spec.method)
+        for spec in family.blocks)
+    return Layout(family.name, layers, family.embeddings, family.final_norm, family.head, blocks,
+                  family.layernorm, family.shortcuts)
 
 
 _CLASSES: dict[tuple[type, type], type] = {}
