@@ -1,25 +1,12 @@
 """The uncompressed model's metrics, measured once and reused by later runs of the same model.
 
-``core run`` evaluates the model before compressing it. Most of that is deterministic and costly
-(perplexity, zero-shot tasks), and repeated runs of one model (a ratio sweep, another pruner)
-would pay for it again, so each evaluator's "before" result is cached under
-``files.cache_root()/baselines/<fingerprint>/`` with a key of everything that could change it: the
-model's weights and config (:func:`prunekit.models.fingerprint`), the evaluator and the identity
-of its code, its settings, the run's tasks (and the task files of ``local:DIR``), limit, seed,
-dtype and device, the benchmark data folder and the versions of the libraries involved.
-
-Not cached, and measured in every run:
-
-- nothing, i.e. an evaluator that returned no metrics (it had nothing to measure with the run's
-  settings, or its data was unavailable): asking again is cheap, and a later run may succeed;
-
-- latency, i.e. any result with :attr:`Metrics.latency <prunekit.payloads.Metrics.latency>`:
-  speed depends on the machine and on its load at the time, so the baseline and the compressed
-  model are timed in the same process, one after the other;
-- evaluators whose code has no identity across processes (plugins registered in-process, e.g.
-  by a test): a cached result could belong to different code.
-
-``PRUNEKIT_NO_BASELINE_CACHE=1`` measures everything afresh (and stores nothing).
+Repeated runs of one model (a ratio sweep, another pruner) would otherwise pay again for the
+deterministic, costly "before" evaluation. Each evaluator's result is cached under
+``files.cache_root()/baselines/<fingerprint>/`` keyed by everything that could change it
+(:func:`cache_key`). Measured in every run instead: an evaluator that returned nothing (a later run
+may succeed), latency (it depends on the machine's load, so both stages are timed in one process)
+and evaluators whose code has no identity across processes (in-process plugins). See
+docs/evaluation.md; ``PRUNEKIT_NO_BASELINE_CACHE=1`` measures everything afresh and stores nothing.
 """
 
 from __future__ import annotations
