@@ -1,11 +1,10 @@
 """Architecture adapters: where a model family keeps the parts that slicing touches.
 
-The core knows no family by name. Adapters come from plugins: ``register_architectures`` hands
-over the ones written for a family, and for a model whose family none of them claims,
-``derive_architecture`` asks the plugins to derive one from the model itself (the built-in
-``discovery`` plugin does). :class:`Architecture` is the interface every adapter implements, and
-what pruners call; the module surgery below is what an adapter's ``slice`` is made of, kept here
-so that every adapter, and every pruner that reads weights as ``[out, in]``, shares one.
+The core knows no family by name: ``register_architectures`` hands over the adapters plugins write for a
+family, and for a model none of them claims ``derive_architecture`` asks the plugins to derive one from the
+model itself (the built-in ``discovery`` does). :class:`Architecture` is the interface every adapter
+implements and pruners call; the module surgery below, of which an adapter's ``slice`` is made, lives here so
+that every adapter, and every pruner that reads weights as ``[out, in]``, shares one.
 """
 
 from __future__ import annotations
@@ -26,15 +25,8 @@ from prunekit.payloads import Dimension
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
-__all__ = [
-    "Architecture",
-    "LAYER_UNITS_KEY",
-    "keep_outputs",
-    "keep_inputs",
-    "input_weight_columns",
-    "head_rows",
-    "zero_removed_units",
-]
+__all__ = ["Architecture", "LAYER_UNITS_KEY", "keep_outputs", "keep_inputs", "input_weight_columns", "head_rows",
+           "zero_removed_units"]
 
 LAYER_UNITS_KEY = "prunekit_layer_units"
 """Config attribute holding per-layer unit counts when layers differ in size (not a stock config)."""
@@ -55,8 +47,8 @@ class Architecture(ABC):
     """Why a dimension the family has is not offered, in words, for the error that refuses it."""
 
     def require(self, dimension: Dimension) -> None:
-        """Refuse ``dimension`` with one line, and the reason where the adapter knows it, unless
-        it can be sliced into a stock checkpoint."""
+        """Refuse ``dimension`` with one line, and the reason where the adapter knows it, unless it can be sliced
+        into a stock checkpoint."""
         if dimension not in self.dimensions:
             reason = self.reasons.get(dimension)
             raise UsageError(f"{self.family} models cannot be sliced along {dimension.value} into a stock "
@@ -72,14 +64,14 @@ class Architecture(ABC):
 
     @abstractmethod
     def ffn_input_weight(self, layer: nn.Module) -> torch.Tensor:
-        """The FFN input projection as ``[channels, hidden]`` (gate_proj, or fc1; GPT-2's Conv1D
-        transposed), the matrix weight-only pruners such as PruneNet score."""
+        """The FFN input projection as ``[channels, hidden]`` (gate_proj, or fc1; GPT-2's Conv1D transposed),
+        the matrix weight-only pruners such as PruneNet score."""
 
     @abstractmethod
     def output_projection(self, layer: nn.Module, dimension: Dimension) -> nn.Module:
-        """The module whose *input* features are the units of ``dimension`` (down_proj / fc2 for
-        FFN channels, o_proj for heads). Zeroing its input columns removes those units' effect;
-        activation-aware pruners hook its input."""
+        """The module whose *input* features are the units of ``dimension`` (down_proj / fc2 for FFN channels,
+        o_proj for heads). Zeroing its input columns removes those units' effect; activation-aware pruners hook
+        its input."""
 
     @abstractmethod
     def slice(self, layer: nn.Module, dimension: Dimension, keep: torch.Tensor) -> None:
@@ -87,9 +79,8 @@ class Architecture(ABC):
 
     @abstractmethod
     def sync_config(self, model: PreTrainedModel) -> bool:
-        """Rewrite the config fields of the sliced dimensions from the modules' actual shapes.
-
-        Return ``False`` when layers differ in size, which no stock config can express."""
+        """Rewrite the config fields of the sliced dimensions from the modules' actual shapes; ``False`` when
+        layers differ in size, which no stock config can express."""
 
     @abstractmethod
     def drop_layers(self, model: PreTrainedModel, keep: list[int]) -> None:
@@ -101,9 +92,8 @@ _DERIVED: weakref.WeakKeyDictionary[nn.Module, Architecture] = weakref.WeakKeyDi
 
 def resolve(model: PreTrainedModel, adapters: list[Architecture],
             derive: Callable[[PreTrainedModel], Architecture | None]) -> Architecture:
-    """The registered adapter for ``model``'s family, else the one ``derive`` finds from the model
-    itself (once per model object: deriving replays layers), else a one-line :class:`UsageError`
-    that names the model type."""
+    """The registered adapter for ``model``'s family, else the one ``derive`` finds from the model itself (once
+    per model object: deriving replays layers), else a one-line :class:`UsageError` naming the model type."""
     model_type = getattr(model.config, "model_type", None)
     for adapter in adapters:
         if model_type in adapter.model_types:
@@ -132,8 +122,8 @@ def _replace(module: nn.Module, name: str, tensor: torch.Tensor) -> None:
 
 
 def _keep_features(module: nn.Module, keep: torch.Tensor, outputs: bool) -> torch.Tensor:
-    """Keep the output (or input) features ``keep`` of a Linear or Conv1D's weight: a Linear's W
-    is ``[out, in]``, a Conv1D's ``[in, out]``. Returns ``keep`` on the weight's device."""
+    """Keep the output (or input) features ``keep`` of a Linear or Conv1D's weight: a Linear's W is
+    ``[out, in]``, a Conv1D's ``[in, out]``. Returns ``keep`` on the weight's device."""
     keep = keep.to(module.weight.device)
     conv = isinstance(module, Conv1D)
     _replace(module, "weight", module.weight.index_select(int(outputs == conv), keep))
@@ -161,18 +151,17 @@ def input_weight_columns(module: nn.Module) -> torch.Tensor:
 def head_rows(groups: torch.Tensor, heads_per_group: int, head_dim: int) -> torch.Tensor:
     """Feature indices of whole heads: group ``g`` owns heads ``g*n .. g*n+n-1``, each ``head_dim`` wide.
 
-    Under grouped-query attention query head ``h`` reads KV head ``h // n`` (transformers'
-    ``repeat_kv``), so keeping KV group ``g`` means keeping its ``n`` query heads with it."""
+    Under grouped-query attention query head ``h`` reads KV head ``h // n`` (transformers' ``repeat_kv``), so
+    keeping KV group ``g`` means keeping its ``n`` query heads with it."""
     heads = (groups[:, None] * heads_per_group + torch.arange(heads_per_group)).reshape(-1)
     return (heads[:, None] * head_dim + torch.arange(head_dim)).reshape(-1)
 
 
 @torch.no_grad()
 def zero_removed_units(architecture: Architecture, layer: nn.Module, dimension: Dimension, keep: torch.Tensor) -> None:
-    """Zero the output projection's input features of the units not in ``keep``, in place.
-
-    The layer then computes exactly what slicing it to ``keep`` should compute: the reference
-    every exactness check (the derived adapter's replay, the tests) compares a slice with."""
+    """Zero the output projection's input features of the units not in ``keep``, in place: the layer then
+    computes exactly what slicing it to ``keep`` should, the reference every exactness check (the derived
+    adapter's replay, the tests) compares a slice with."""
     if dimension is Dimension.HEADS:
         _, per_group, head_dim = architecture.head_shape(layer)
         keep = head_rows(keep.cpu(), per_group, head_dim)

@@ -1,20 +1,14 @@
-"""Turning ``--model`` into a model and tokenizer: a name a plugin provides, a local directory, a Hub id.
+"""Turning ``--model`` into a model and tokenizer: a name a plugin provides (``model_source``), a local
+directory (stock ``from_pretrained``, or :func:`prunekit.load` where prunekit wrote per-layer sizes), a Hub id.
 
-Every installed plugin is asked first whether the name is one of its models (``model_source``;
-the built-in ``models`` plugin provides the real models ``smollm2-135m`` and ``gemma3-270m`` and the
-random-weight ``tiny-<family>``). Its answer is a checkpoint directory, loaded as a local one, or
-a model built in memory. A local directory is loaded with stock ``from_pretrained`` unless
-prunekit wrote it with per-layer sizes, which need :func:`prunekit.load`.
-Anything else is treated as a Hub id and loaded the ordinary way.
-
-Bad checkpoints are usage errors naming the problem, before any work starts: a directory without
-``config.json``, a missing, truncated or corrupt weights file (only headers are read ahead of
-loading, :func:`prunekit.loading.weight_files`), and a model with NaN or Inf in any tensor
-(:func:`first_non_finite`, one pass over the loaded weights).
+Bad checkpoints are usage errors naming the problem before any work starts: no ``config.json``, a missing,
+truncated or corrupt weights file (only headers are read ahead of loading,
+:func:`prunekit.loading.weight_files`), NaN or Inf in any tensor (:func:`first_non_finite`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import json
@@ -42,9 +36,9 @@ class LoadedModel:
     model: PreTrainedModel
     tokenizer: PreTrainedTokenizerBase | None
     storage_dtype: torch.dtype
-    """The dtype the checkpoint was stored in (a model built in memory: the one it was built in).
-    Computation may be wider (float32 on CPU), but a compressed model is saved in this dtype, so
-    it is never larger on disk than its source."""
+    """The dtype the checkpoint was stored in (a model built in memory: the one it was built in). Computation
+    may be wider (float32 on CPU), but a compressed model is saved in this dtype, so it is never larger on disk
+    than its source."""
 
 
 def resolve_device(device: str) -> torch.device:
@@ -86,22 +80,20 @@ def load_model(name: str, dtype: str = "auto", device: str = "auto") -> LoadedMo
         loaded = _from_pretrained(source.checkpoint() if source else (local_path(name) or name), torch_dtype)
     loaded.model = loaded.model.to(device=target, dtype=torch_dtype).eval()
     # after the cast: a finite weight too large for float16 is Inf in the model the run computes with
-    tensor = first_non_finite(loaded.model)
-    if tensor is not None:
+    if (tensor := first_non_finite(loaded.model)) is not None:
         raise UsageError(f"{tensor} holds non-finite values (NaN or Inf) in {name}; "
                          "a pruned or evaluated model would be meaningless")
     return loaded
 
 
 def first_non_finite(model: nn.Module) -> str | None:
-    """The name of the first parameter or buffer holding NaN, Inf or -Inf; ``None`` when every
-    tensor is finite.
+    """The name of the first parameter or buffer holding NaN, Inf or -Inf; ``None`` when every tensor is finite.
 
-    One pass reading each floating-point tensor once (integer and boolean ones, such as masks and
-    position ids, cannot hold either; no family's float buffer legitimately does), about 0.05 s
-    for 135M parameters on CPU. A tensor's sum is finite only if every element is (NaN and Inf
-    survive any order of addition), so only a tensor whose sum is not, a non-finite value or an
-    overflow, is checked element by element. Tied weights are checked once, under their first name."""
+    One pass over the floating-point tensors (integer and boolean ones, masks and position ids, cannot hold
+    either; no family's float buffer legitimately does), about 0.05 s for 135M parameters on CPU. A sum is
+    finite only if every element is (NaN and Inf survive any order of addition), so only a tensor whose sum is
+    not, a non-finite value or an overflow, is checked element by element. Tied weights are checked once, under
+    their first name."""
     with torch.no_grad():
         for name, tensor in itertools.chain(model.named_parameters(), model.named_buffers()):
             if not (tensor.is_floating_point() or tensor.is_complex()) or tensor.device.type == "meta":
@@ -129,30 +121,23 @@ def _from_pretrained(source: str | Path, dtype: torch.dtype) -> LoadedModel:
             model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
     except (OSError, ValueError) as exc:
         reason = " ".join(str(exc).split())
-        if unreachable is not None and not _cached(str(source)):
+        if unreachable is not None and _cached_snapshot(str(source)) is None:
             reason = f"it is not in the local Hugging Face cache, and the Hub is unreachable ({unreachable})"
         if "Unrecognized configuration class" in reason:  # transformers lists every class it maps (3 KB)
             reason = (f"{getattr(config, 'model_type', '?')!r} is not a decoder model that "
                       "AutoModelForCausalLM builds (an encoder-decoder or encoder family?)")
         raise UsageError(f"cannot load model {str(source)!r}: {reason}") from exc
     except SafetensorError as exc:  # a Hub id's cached files (a local directory's were checked)
-        snapshot = _cached_snapshot(str(source))
-        if snapshot is not None:
+        if (snapshot := _cached_snapshot(str(source))) is not None:
             loading.weight_files(snapshot)  # names the bad file
-        raise UsageError(f"cannot load model {str(source)!r}: unreadable weights ({loading.error_reason(exc)})") from exc
+        reason = loading.error_reason(exc)
+        raise UsageError(f"cannot load model {str(source)!r}: unreadable weights ({reason})") from exc
     tokenizer = None  # a bare checkpoint still slices; evaluators that need text say so
     # transformers 5 builds an empty one-token tokenizer for a directory without tokenizer files
     if not isinstance(source, Path) or any((source / name).is_file() for name in TOKENIZER_FILES):
-        try:
+        with contextlib.suppress(OSError, ValueError):
             tokenizer = AutoTokenizer.from_pretrained(source)
-        except (OSError, ValueError):
-            pass
     return LoadedModel(model, tokenizer, stored if isinstance(stored, torch.dtype) else torch.float32)
-
-
-def _cached(repo_id: str) -> bool:
-    """Whether the local Hugging Face cache holds the config of Hub model ``repo_id``."""
-    return _cached_snapshot(repo_id) is not None
 
 
 def _cached_snapshot(repo_id: str) -> Path | None:
@@ -166,8 +151,8 @@ def _cached_snapshot(repo_id: str) -> Path | None:
 def fingerprint(model: PreTrainedModel) -> str:
     """A short hash of the config and every weight: the identity caches (baselines, policies) key on.
 
-    Hashing the weights themselves, not a name or path, means a fine-tuned or re-saved model never
-    picks up another model's cache entry. It reads each tensor once (about a second for 135M)."""
+    Hashing the weights, not a name or path, means a fine-tuned or re-saved model never picks up another
+    model's cache entry. It reads each tensor once (about a second for 135M)."""
     digest = hashlib.sha256(json.dumps(model.config.to_diff_dict(), sort_keys=True, default=str).encode())
     for name, tensor in model.state_dict().items():
         digest.update(name.encode())

@@ -1,6 +1,5 @@
-"""The report's data model: ``report.json``'s schema (:class:`Report`, :class:`Evaluation`) and
-the figures it derives (retention, speedup). The ``render_report`` hook's plugins write it out
-for people (``report.md``, the model card), from the lines of :mod:`prunekit.rendering`.
+"""The report's data model: ``report.json``'s schema (:class:`Report`, :class:`Evaluation`) and the figures it
+derives (retention, speedup); ``render_report`` plugins write it out for people from :mod:`prunekit.rendering`.
 """
 
 from __future__ import annotations
@@ -31,11 +30,11 @@ class Params(BaseModel):
     before: int
     after: int
     decoder_layers: Count | None = None
-    """Parameters inside the decoder layers. The rest (embeddings, LM head, final norm:
-    ``outside_layers``) is out of reach of every per-layer dimension."""
+    """Parameters inside the decoder layers. The rest (embeddings, LM head, final norm: ``outside_layers``) is
+    out of reach of every per-layer dimension."""
     units: dict[str, Count] = {}
-    """Per dimension within the layers (``ffn``, ``heads``), the parameters its units hold: what
-    removing every unit would remove, so more than any ratio of that dimension can."""
+    """Per dimension within the layers (``ffn``, ``heads``), the parameters its units hold: what removing every
+    unit would remove, so more than any ratio of that dimension can."""
 
     @computed_field
     @property
@@ -47,16 +46,14 @@ class Params(BaseModel):
     @property
     def outside_layers(self) -> Count | None:
         """Parameters outside the decoder layers: embeddings, LM head (once where tied), final norm."""
-        if self.decoder_layers is None:
-            return None
-        return Count(before=self.before - self.decoder_layers.before, after=self.after - self.decoder_layers.after)
+        inside = self.decoder_layers
+        return None if inside is None else Count(before=self.before - inside.before, after=self.after - inside.after)
 
     @computed_field
     @property
     def share(self) -> dict[str, float]:
-        """Each part's share of the uncompressed model's parameters: ``decoder_layers``,
-        ``outside_layers`` and every dimension of ``units``. A dimension's share is the most
-        slicing it can remove from the whole model."""
+        """Each part's share of the uncompressed model's parameters: ``decoder_layers``, ``outside_layers`` and
+        every dimension of ``units``. A dimension's share is the most slicing it can remove from the model."""
         if not self.before:
             return {}
         parts = {"decoder_layers": self.decoder_layers, "outside_layers": self.outside_layers, **self.units}
@@ -118,22 +115,16 @@ def retention(before: Metrics, after: Metrics) -> Retention:
     average_before = statistics.fmean(t.before for t in tasks.values()) if tasks else None
     average_after = statistics.fmean(t.after for t in tasks.values()) if tasks else None
     ratios = [t.retention for t in tasks.values() if t.retention is not None]
-    return Retention(
-        tasks=tasks,
-        average_before=average_before,
-        average_after=average_after,
-        average_retention=_ratio(average_after, average_before),
-        mean_task_retention=statistics.fmean(ratios) if ratios else None,
-    )
+    return Retention(tasks=tasks, average_before=average_before, average_after=average_after,
+                     average_retention=_ratio(average_after, average_before),
+                     mean_task_retention=statistics.fmean(ratios) if ratios else None)
 
 
 def speedup(before: Metrics, after: Metrics) -> dict[str, float]:
     """``after / before`` of every throughput (latency keys ending in ``_tokens_per_s``) both measured."""
-    return {
-        name: value
-        for name in sorted(before.latency.keys() & after.latency.keys())
-        if name.endswith("_tokens_per_s") and (value := _ratio(after.latency[name], before.latency[name])) is not None
-    }
+    rates = sorted(name for name in before.latency.keys() & after.latency.keys() if name.endswith("_tokens_per_s"))
+    ratios = {name: _ratio(after.latency[name], before.latency[name]) for name in rates}
+    return {name: value for name, value in ratios.items() if value is not None}
 
 
 def weight_bytes(directory: str | Path | None) -> int | None:
@@ -152,8 +143,7 @@ class StageMemory(BaseModel):
 
 
 class RecoveryStep(BaseModel):
-    """One recovery plugin's turn: its own report, and the perplexity before and after it
-    (``None`` where no evaluator measures perplexity)."""
+    """One recovery plugin's turn: its own report, and the perplexity before and after it (``None`` unmeasured)."""
 
     plugin: str
     report: dict[str, Any] | None
@@ -177,8 +167,8 @@ class Report(BaseModel):
     """Seconds per stage."""
     peak_rss_mb: float
     memory: dict[str, StageMemory]
-    """Per stage: resident memory at its start and its peak (the slicing stage's peak stays near
-    one layer's new weights beyond the model, since layers are sliced one at a time)."""
+    """Per stage: resident memory at its start and its peak (the slicing stage's peak stays near one layer's new
+    weights beyond the model, since layers are sliced one at a time)."""
     stock: bool
     """Whether ``model/`` loads with stock ``AutoModelForCausalLM.from_pretrained``."""
     pruning: dict[str, Any]
@@ -204,10 +194,9 @@ class Report(BaseModel):
     @computed_field
     @property
     def ideal_speedup(self) -> float | None:
-        """The decode speedup the removed weights allow at most: generating a token reads every
-        weight once (the LM head reads the whole embedding matrix where tied), so decoding bound
-        by memory bandwidth gains at most the ratio of weight bytes, before / after. Both are
-        stored in one dtype, so that is the ratio of parameters."""
+        """The decode speedup the removed weights allow at most: generating a token reads every weight once (the
+        LM head reads the whole embedding matrix where tied), so decoding bound by memory bandwidth gains at most
+        the ratio of weight bytes, before / after: the ratio of parameters, both being stored in one dtype."""
         return self.params.before / self.params.after if self.params.after else None
 
 

@@ -1,6 +1,6 @@
-"""The report's figures as lines of text, the same wherever a report is shown: the summary
-``core run`` prints, and the files the built-in ``report`` plugin writes (``report.md``, the model
-card). The data model is :mod:`prunekit.output`.
+"""The report's figures as lines of text, the same wherever a report is shown: ``core run``'s summary and the
+files the built-in ``report`` plugin writes (``report.md``, the model card). The data model is
+:mod:`prunekit.output`.
 """
 
 from __future__ import annotations
@@ -32,13 +32,13 @@ def speedup_line(report: Report) -> str | None:
     if not report.speedup:
         return None
     rates = ", ".join(f"{name.removesuffix('_tokens_per_s')} {value:.2f}×" for name, value in report.speedup.items())
-    ideal = "" if report.ideal_speedup is None else f"; ideal {report.ideal_speedup:.2f}× (weight bytes before / after)"
+    ideal = ("" if report.ideal_speedup is None
+             else f"; ideal {report.ideal_speedup:.2f}× (weight bytes before / after)")
     return f"Speedup (after / before, median tokens/s): {rates}{ideal}."
 
 
 def generation_lines(report: Report, bullet: str) -> list[str]:
-    """The ``generation`` evaluator's continuations of one prompt: a heading, then one line per
-    stage that starts with ``bullet``."""
+    """The ``generation`` evaluator's continuations of one prompt: a heading, then one ``bullet`` line per stage."""
     found = {stage: report.metrics[stage].details.get("generation") for stage in ("before", "after")}
     if not all(found.values()):
         return []
@@ -49,8 +49,8 @@ def generation_lines(report: Report, bullet: str) -> list[str]:
 
 
 def parameter_rows(params: Params) -> list[tuple[str, int, int, float]]:
-    """(part, before, after, share of the uncompressed model) for the decoder layers, each
-    dimension's units within them and what lies outside them; empty where nothing was counted."""
+    """(part, before, after, share of the uncompressed model) for the decoder layers, each dimension's units
+    within them and what lies outside them; empty where nothing was counted."""
     if params.decoder_layers is None or params.outside_layers is None:
         return []
     share = params.share
@@ -62,9 +62,8 @@ def parameter_rows(params: Params) -> list[tuple[str, int, int, float]]:
 
 
 def reach_line(params: Params, dimensions: list[str]) -> str | None:
-    """How much of the model the sliced ``dimensions`` can remove at most: the share of the
-    parameters they hold (depth: the decoder layers), and what lies out of every layer
-    dimension's reach."""
+    """How much of the model the sliced ``dimensions`` can remove at most: the share of the parameters they
+    hold (depth: the decoder layers), and what lies out of every layer dimension's reach."""
     share = params.share
     if "outside_layers" not in share:
         return None

@@ -1,32 +1,16 @@
 """The run directory: which one a run may write into, and what it keeps so that a killed run resumes.
 
-A run's expensive work (a trained PruneNet policy, a calibration, minutes of LoRA training) must
-survive a kill at any point, and a directory must never look finished when it is not. The layout,
-in the order a run writes it:
-
-``run.json``
-    The command: the resolved run config without ``output``. Written before anything else; a
-    rerun into the directory must be the same command, so two runs never mix their files.
-``checkpoints/``
-    Scratch of the recovery plugins (LoRA's trainer checkpoints). Removed once ``resume/`` holds
-    the recovered model, which supersedes it.
-``resume/``
-    The compressed model (sliced and recovered, in the dtype it was computed in, so a resumed run
-    evaluates exactly the weights an uninterrupted one would) with ``state.json``: the pruning and
-    recovery reports, the compression stages' timings and, once measured, the after-metrics.
-    Written under a temporary name and renamed, so it is whole or absent. Removed once the
-    result is in place.
-``model/``, ``report.md``, ``report.json``
-    The result. ``report.json`` is written last: a directory holding it holds a finished run.
-
-A rerun of the same command finds ``resume/`` and goes straight to the after-evaluation (or, with
-the after-metrics recorded, to the save), or finds trainer checkpoints and resumes training.
+A run's expensive work (a trained policy, a calibration, minutes of LoRA training) must survive a kill at any
+point, and a directory must never look finished when it is not. In the order a run writes them: ``run.json``
+(the command, first: a rerun into the directory must be the same command, so two runs never mix their
+files), ``checkpoints/`` (recovery's scratch), ``resume/`` (the compressed model and ``state.json``, whole or
+absent), then the result, ``report.json`` last: a directory holding it holds a finished run. What each file
+holds, when it goes and what a rerun does with each state: docs/interruptions.md.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import shutil
 import time
 from pathlib import Path
@@ -42,8 +26,6 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
     from prunekit.config import RunConfig
-
-log = logging.getLogger(__name__)
 
 COMMAND_FILE = "run.json"
 REPORT_FILE = "report.json"
@@ -74,14 +56,12 @@ def _differences(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]
 
 
 def choose(config: RunConfig) -> Path:
-    """The run's directory: ``--output``, or a new timestamped one under ``runs/``. An existing
-    one is accepted only if it is empty or holds a run of the same command (to resume or redo
-    it); anything else is refused before the run starts, so no one's files are mixed or lost."""
-    if config.output is not None:
-        directory = config.output
-    else:
-        model = config.model.strip("/").replace("/", "_")
-        plugins = "+".join(config.plugins) or "none"
+    """The run's directory: ``--output``, or a new timestamped one under ``runs/``. An existing one is accepted
+    only if it is empty or holds a run of the same command (to resume or redo it); anything else is refused
+    before the run starts, so no one's files are mixed or lost."""
+    directory = config.output
+    if directory is None:
+        model, plugins = config.model.strip("/").replace("/", "_"), "+".join(config.plugins) or "none"
         directory = Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{model}-{plugins}-r{config.ratio:g}"
     if not directory.exists():
         return directory
@@ -109,9 +89,9 @@ def choose(config: RunConfig) -> Path:
 
 
 def claim(directory: Path, config: RunConfig) -> None:
-    """Record the command before the run writes anything else, and clear what an earlier run of
-    it left unfinished: files a kill cut off under their temporary names, and the report of a
-    run being redone (first, so the directory never pairs a new model with an old report)."""
+    """Record the command before the run writes anything else, and clear what an earlier run of it left
+    unfinished: files a kill cut off under their temporary names, and the report of a run being redone
+    (first, so the directory never pairs a new model with an old report)."""
     directory.mkdir(parents=True, exist_ok=True)
     if not (directory / COMMAND_FILE).is_file():
         files.write_json(directory / COMMAND_FILE, command(config), indent=2, sort_keys=True)
@@ -123,9 +103,9 @@ def claim(directory: Path, config: RunConfig) -> None:
 
 
 def release(directory: Path, existed: bool) -> None:
-    """Undo :func:`claim` for a run that stopped before it wrote anything else (a plugin's late
-    refusal, a failure): a directory holding only the command record is no run worth resuming,
-    and one the run created goes with it."""
+    """Undo :func:`claim` for a run that stopped before it wrote anything else (a plugin's late refusal, a
+    failure): a directory holding only the command record is no run worth resuming, and one the run created
+    goes with it."""
     if directory.is_dir() and [path.name for path in directory.iterdir()] == [COMMAND_FILE]:
         (directory / COMMAND_FILE).unlink()
         if not existed:
@@ -133,8 +113,7 @@ def release(directory: Path, existed: bool) -> None:
 
 
 class Resume:
-    """``resume/`` of one run directory: the compressed model and what the report needs of the
-    stages that made it."""
+    """``resume/`` of one run directory: the compressed model and what the report needs of the stages that made it."""
 
     def __init__(self, directory: Path) -> None:
         self.root = directory / RESUME
@@ -142,9 +121,7 @@ class Resume:
 
     def state(self) -> dict[str, Any] | None:
         """What an earlier run of this command kept, or ``None`` if it kept nothing."""
-        if not self.state_file.is_file():
-            return None
-        return json.loads(self.state_file.read_text())
+        return json.loads(self.state_file.read_text()) if self.state_file.is_file() else None
 
     def keep(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase | None, state: dict[str, Any]) -> None:
         """Keep the compressed ``model`` and ``state``, whole or not at all."""
@@ -160,8 +137,7 @@ class Resume:
         return load(self.root / "model", dtype=dtype).to(device=device)
 
     def record_after(self, metrics: Metrics, stages: dict[str, Any]) -> None:
-        """Add the after-metrics and their stage's timing, so that a kill during the save does not
-        measure them again."""
+        """Add the after-metrics and their stage's timing, so a kill during the save does not measure them again."""
         state = self.state() or {}
         for key in ("timings", "memory"):
             state[key] = {**state.get(key, {}), **stages[key]}

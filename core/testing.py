@@ -1,16 +1,5 @@
-"""Test helpers for plugin authors, loaded by pytest as the ``prunekit`` plugin (entry point ``pytest11``).
-
-Fixtures:
-
-- ``prunekit_plugins``: the process-wide plugin registry that ``core`` commands use.
-- ``register_plugin``: ``register_plugin(obj, name)`` registers a plugin for one test only, so a
-  test can run ``core run --plugins name`` in-process and check that its hooks were called.
-- ``tiny_model``: ``tiny_model(family="llama", seed=0)`` builds a seeded random-weight model of
-  any causal-LM family, small enough for fast tests: the model ``--model tiny-<family>`` names,
-  built by the plugin that provides that name (the built-in ``models``) with the given seed.
-- ``logits_probe``: ``logits_probe(ids, name="probe")`` registers an evaluator that keeps the
-  model's logits on ``ids`` at each stage (``probe.logits["before"]``, ``["after"]``), for
-  exactness tests of a run's saved model against the one it measured.
+"""Test helpers for plugin authors, loaded by pytest as the ``prunekit`` plugin (entry point ``pytest11``):
+the fixtures ``prunekit_plugins``, ``register_plugin``, ``tiny_model`` and ``logits_probe`` (docs/api.md).
 
 Imports stay inside the fixtures so that loading this plugin costs pytest nothing.
 """
@@ -32,6 +21,7 @@ __all__ = ["prunekit_plugins", "register_plugin", "tiny_model", "logits_probe"]
 
 @pytest.fixture
 def prunekit_plugins() -> Plugins:
+    """The process-wide plugin registry that ``core`` commands use."""
     from prunekit.manager import get_plugins
 
     return get_plugins()
@@ -39,6 +29,8 @@ def prunekit_plugins() -> Plugins:
 
 @pytest.fixture
 def register_plugin(prunekit_plugins: Plugins) -> Iterator[Callable[[object, str], None]]:
+    """``register_plugin(obj, name)`` registers a plugin for one test only, so a test can run ``core run
+    --plugins name`` in-process and check that its hooks were called."""
     names: list[str] = []
 
     def register(plugin: object, name: str) -> None:
@@ -52,8 +44,9 @@ def register_plugin(prunekit_plugins: Plugins) -> Iterator[Callable[[object, str
 
 @pytest.fixture
 def logits_probe(register_plugin: Callable[[object, str], None]) -> Callable[..., object]:
-    """Named alone in a run (``--plugins pruner,probe``), the probe is also its only evaluator,
-    which keeps the run fast."""
+    """``logits_probe(ids, name="probe")`` registers an evaluator that keeps the model's logits on ``ids`` at each
+    stage (``probe.logits["before"]``, ``["after"]``), for exactness tests of a run's saved model against the one
+    it measured. Named alone in a run (``--plugins pruner,probe``), it is also its only evaluator: a fast run."""
     import torch
 
     from prunekit import hookimpl
@@ -80,6 +73,8 @@ def logits_probe(register_plugin: Callable[[object, str], None]) -> Callable[...
 
 @pytest.fixture
 def tiny_model(prunekit_plugins: Plugins) -> Callable[..., PreTrainedModel]:
+    """``tiny_model(family="llama", seed=0)``: a seeded random-weight model of any causal-LM family, small enough
+    for fast tests: the one ``--model tiny-<family>`` names, built by the plugin providing that name."""
     def factory(family: str = "llama", seed: int = 0) -> PreTrainedModel:
         source = prunekit_plugins.model_source(f"tiny-{family}")
         if source is None or source.build is None:

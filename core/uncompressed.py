@@ -1,15 +1,11 @@
 """The decoder layers as they were before slicing, kept on disk for recovery plugins that need them.
 
-A compensation step such as ``refit`` fits each sliced layer to what the uncompressed layer would
-have produced, so it needs the layers' original weights after slicing has freed them. Holding a
-second model in memory would double the run's footprint; instead the pipeline writes each layer
-to its own safetensors file just before slicing it, and keeps only a skeleton of the layer on the
-``meta`` device (shapes, no storage). :meth:`UncompressedLayers.layer` rebuilds one uncompressed
-layer at a time from the two, so a reader holds one extra layer in memory, never the model.
-
-The files go to a temporary folder (:meth:`UncompressedLayers.temporary`, under ``$TMPDIR``) that
-is deleted when the run leaves it, also on an error, so they never land in a run's output. They
-take as much disk as the model's decoder layers in the dtype the model was loaded in.
+A compensation step such as ``refit`` fits each sliced layer to what the uncompressed layer would have
+produced, so it needs the original weights after slicing has freed them. A second model in memory would double
+the run's footprint; instead each layer goes to its own safetensors file just before it is sliced, with a
+skeleton on the ``meta`` device (shapes, no storage), and :meth:`UncompressedLayers.layer` rebuilds one layer
+at a time from the two. The files (as much disk as the decoder layers, in the loaded dtype) live in a
+temporary folder under ``$TMPDIR``, deleted when the run leaves it, also on an error, so never in a run's output.
 """
 
 from __future__ import annotations
@@ -38,11 +34,9 @@ class UncompressedLayers:
         self._kept: dict[int, dict[Dimension, torch.Tensor]] = {}
 
     def keep(self, index: int, layer: nn.Module, kept: dict[Dimension, torch.Tensor]) -> None:
-        """Record ``layer`` as layer ``index`` of the uncompressed model just before it is sliced
-        to the units ``kept`` (sorted indices, for each dimension that loses units).
-
-        Buffers are written too, non-persistent ones included, so the rebuilt layer runs exactly
-        as the original did."""
+        """Record ``layer`` as layer ``index`` of the uncompressed model just before it is sliced to the units
+        ``kept`` (sorted indices, for each dimension that loses units). Buffers are written too, non-persistent
+        ones included, so the rebuilt layer runs exactly as the original did."""
         from safetensors.torch import save_file
 
         tensors = {name: tensor.detach().cpu().contiguous()
