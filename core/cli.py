@@ -1,13 +1,11 @@
 """The ``core`` / ``prunekit`` command line (one Typer app under two names).
 
-``run``, ``eval`` and ``plugins`` are the core's own commands; every other command comes from a
-plugin through ``register_commands``, called once as this module builds the app (``core search``
-and ``core laws`` from built-in plugins, a third party's the same way).
+``run``, ``eval`` and ``plugins`` are the core's own commands; every other comes from a plugin through
+``register_commands``, called once as this module builds the app (``core search``, ``core laws``).
 
-Exit codes: 0 success; 2 bad input, with one line on stderr naming the problem (click's parse
-errors too: :func:`main`); 1 a failure during the run; 130 after Ctrl-C. ``--json`` puts the
-machine-readable result alone on stdout; progress, logs and whatever a library prints go to
-stderr (:func:`prunekit.cli_shared.json_stdout`).
+Exit codes: 0 success; 2 bad input, one line on stderr naming the problem (click's parse errors too:
+:func:`main`); 1 a failure during the run; 130 after Ctrl-C. ``--json`` puts the result alone on stdout;
+progress, logs and whatever a library prints go to stderr (:func:`prunekit.cli_shared.json_stdout`).
 """
 
 from __future__ import annotations
@@ -26,36 +24,20 @@ from rich.table import Table
 from rich.text import Text
 
 from prunekit import __version__, hub, manager
-from prunekit.cli_shared import (
-    ConfigOpt,
-    DeviceOpt,
-    DtypeOpt,
-    JsonOpt,
-    LimitOpt,
-    ModelOpt,
-    OptionOpt,
-    PluginsOpt,
-    TasksOpt,
-    emit_json,
-    reports_errors,
-    stderr,
-    stdout,
-)
+from prunekit.cli_shared import (ConfigOpt, DeviceOpt, DtypeOpt, JsonOpt, LimitOpt, ModelOpt, OptionOpt, PluginsOpt,
+                                 TasksOpt, emit_json, reports_errors, stderr, stdout)
+from prunekit.config import build_config
 
 try:
     from typer import TyperException as ClickError  # click's errors: recent typer carries its own copy of click
 except ImportError:  # older typer raises click's own
     from click import ClickException as ClickError
 
-app = typer.Typer(
-    name="core",
-    help="Make LLMs smaller and faster by structured slicing; every step is a plugin.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
+app = typer.Typer(name="core", help="Make LLMs smaller and faster by structured slicing; every step is a plugin.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 plugins_app = typer.Typer(help="Inspect installed plugins.", no_args_is_help=True)
 app.add_typer(plugins_app, name="plugins")
+
 
 def _show_version(value: bool) -> None:
     if value:
@@ -65,19 +47,13 @@ def _show_version(value: bool) -> None:
 
 @app.callback()
 def main_options(
-    version: Annotated[
-        bool, typer.Option("--version", callback=_show_version, is_eager=True, help="Show the version.")
-    ] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_show_version, is_eager=True,
+                                          help="Show the version.")] = False,
     verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, help="-v info, -vv debug.")] = 0,
 ) -> None:
     hub.offline_by_default()  # every command starts offline: only a Hub name goes online (prunekit.hub)
-    level = {0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG)
-    logging.basicConfig(
-        level=level,
-        format="%(message)s",
-        handlers=[RichHandler(console=stderr, show_path=False)],
-        force=True,
-    )
+    logging.basicConfig(level={0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG), format="%(message)s",
+                        handlers=[RichHandler(console=stderr, show_path=False)], force=True)
     # huggingface_hub logs through a handler of its own and would repeat each line through ours
     logging.getLogger("huggingface_hub").propagate = False
     # Progress is ours to show (rich, on stderr, hideable); transformers' own bars and advisory
@@ -102,47 +78,33 @@ def main_options(
 @app.command()
 @reports_errors
 def run(
-    model: ModelOpt = None,
-    plugins: PluginsOpt = None,
+    model: ModelOpt = None, plugins: PluginsOpt = None,
     ratio: Annotated[float | None, typer.Option("--ratio", help="Fraction removed, in [0, 1).")] = None,
-    tasks: TasksOpt = None,
-    limit: LimitOpt = None,
-    config: ConfigOpt = None,
+    tasks: TasksOpt = None, limit: LimitOpt = None, config: ConfigOpt = None,
     output: Annotated[Path | None, typer.Option("--output", help="Run directory.")] = None,
-    device: DeviceOpt = None,
-    dtype: DtypeOpt = None,
+    device: DeviceOpt = None, dtype: DtypeOpt = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Seed for every random choice.")] = None,
-    option: OptionOpt = None,
-    as_json: JsonOpt = False,
+    option: OptionOpt = None, as_json: JsonOpt = False,
 ) -> None:
     """Compress a model with the chosen plugins; write model/, report.json and report.md."""
     from prunekit import pipeline
-    from prunekit.config import build_config
-    from prunekit.manager import get_plugins
 
-    run_config = build_config(
-        config,
-        dict(model=model, plugins=plugins, ratio=ratio, tasks=tasks, limit=limit, output=output,
-             device=device, dtype=dtype, seed=seed),
-        option,
-    )
-    report = pipeline.run(run_config, get_plugins())
+    run_config = build_config(config, dict(model=model, plugins=plugins, ratio=ratio, tasks=tasks, limit=limit,
+                                           output=output, device=device, dtype=dtype, seed=seed), option)
+    report = pipeline.run(run_config, manager.get_plugins())
     if as_json:
-        emit_json(report.model_dump_json(indent=2))
-        return
+        return emit_json(report.model_dump_json(indent=2))
     from prunekit.rendering import generation_lines, metric_rows, parameter_rows, reach_line, speedup_line
 
-    table = Table(title=f"{report.model}  ratio {report.ratio:g}  plugins {', '.join(report.plugins)}")
-    for column in ("", "before", "after"):
-        table.add_column(column)
+    title = f"{report.model}  ratio {report.ratio:g}  plugins {', '.join(report.plugins)}"
+    table = Table("", "before", "after", title=title)
     table.add_row("parameters", f"{report.params.before:,}", f"{report.params.after:,}")
     for name, before, after, share in parameter_rows(report.params):
         table.add_row(f"  {name} ({share:.0%})", f"{before:,}", f"{after:,}")
     for name, before, after in metric_rows(report.metrics["before"], report.metrics["after"]):
         table.add_row(name, *("" if v is None else f"{v:.4g}" for v in (before, after)))
     stdout.print(table)
-    reach = reach_line(report.params, list(report.pruning))
-    if reach:
+    if reach := reach_line(report.params, list(report.pruning)):
         stdout.print(reach[0].upper() + reach[1:] + ".", highlight=False)
     kept = report.retention
     if kept.average_retention is not None:
@@ -156,30 +118,18 @@ def run(
 @app.command("eval")
 @reports_errors
 def eval_(
-    model: ModelOpt = None,
-    plugins: PluginsOpt = None,
-    tasks: TasksOpt = None,
-    limit: LimitOpt = None,
-    config: ConfigOpt = None,
-    device: DeviceOpt = None,
-    dtype: DtypeOpt = None,
-    option: OptionOpt = None,
+    model: ModelOpt = None, plugins: PluginsOpt = None, tasks: TasksOpt = None, limit: LimitOpt = None,
+    config: ConfigOpt = None, device: DeviceOpt = None, dtype: DtypeOpt = None, option: OptionOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Measure any model (a run's model/, a Hub id, a built-in name) with the active evaluators."""
     from prunekit import pipeline
-    from prunekit.config import build_config
-    from prunekit.manager import get_plugins
 
-    run_config = build_config(
-        config,
-        dict(model=model, plugins=plugins, tasks=tasks, limit=limit, device=device, dtype=dtype),
-        option,
-    )
-    evaluation = pipeline.evaluate(run_config, get_plugins())
+    run_config = build_config(config, dict(model=model, plugins=plugins, tasks=tasks, limit=limit, device=device,
+                                           dtype=dtype), option)
+    evaluation = pipeline.evaluate(run_config, manager.get_plugins())
     if as_json:
-        emit_json(evaluation.model_dump_json(indent=2))
-        return
+        return emit_json(evaluation.model_dump_json(indent=2))
     stdout.print_json(evaluation.model_dump_json(include={"model", "params", "metrics"}))
 
 
@@ -187,19 +137,15 @@ def eval_(
 @reports_errors
 def plugins_list(
     as_json: JsonOpt = False,
-    hooks: Annotated[
-        bool, typer.Option("--hooks", help="Per hook, the plugins implementing it, in the order they are called.")
-    ] = False,
+    hooks: Annotated[bool, typer.Option(
+        "--hooks", help="Per hook, the plugins implementing it, in the order they are called.")] = False,
 ) -> None:
     """Every plugin with its source and the hooks it implements; failed plugins with why."""
-    from prunekit.manager import get_plugins
-
-    registry = get_plugins()
+    registry = manager.get_plugins()
     if hooks:
         order = registry.call_order()
         if as_json:
-            emit_json(json.dumps(order, indent=2))
-            return
+            return emit_json(json.dumps(order, indent=2))
         table = Table("hook", "plugins, in call order")
         for hook, names in order.items():
             if hook == "recover" and names:  # a chain in the run's order, not pluggy's (hookspecs.recover)
@@ -210,25 +156,18 @@ def plugins_list(
         return
     infos = registry.infos()
     if as_json:
-        rows: list[dict[str, Any]] = [
-            {"name": i.name, "source": i.source, "distribution": i.distribution, "version": i.version,
-             "hooks": list(i.hooks), "core": i.core}
-            for i in infos
-        ]
-        rows += [
-            {"name": f.name, "source": f"{f.distribution} {f.version}", "distribution": f.distribution,
-             "version": f.version, "hooks": [], "core": False, "error": f.error}
-            for f in registry.failures.values()
-        ]
-        emit_json(json.dumps(rows, indent=2))
-        return
+        rows: list[dict[str, Any]] = [{"name": i.name, "source": i.source, "distribution": i.distribution,
+                                       "version": i.version, "hooks": list(i.hooks), "core": i.core} for i in infos]
+        rows += [{"name": f.name, "source": f"{f.distribution} {f.version}", "distribution": f.distribution,
+                  "version": f.version, "hooks": [], "core": False, "error": f.error}
+                 for f in registry.failures.values()]
+        return emit_json(json.dumps(rows, indent=2))
     table = Table("name", "source", "hooks")
     for info in infos:
         table.add_row(info.name + (" (core)" if info.core else ""), info.source, ", ".join(info.hooks))
     for failure in registry.failures.values():
-        table.add_row(
-            failure.name, f"{failure.distribution} {failure.version}", Text(f"failed: {failure.error}", style="red")
-        )
+        table.add_row(failure.name, f"{failure.distribution} {failure.version}",
+                      Text(f"failed: {failure.error}", style="red"))
     stdout.print(table)
 
 
@@ -237,12 +176,10 @@ def plugins_list(
 def plugins_show(name: Annotated[str, typer.Argument(help="The plugin's name.")], as_json: JsonOpt = False) -> None:
     """One plugin: its source, what it does, its hooks, and its settings with defaults."""
     from prunekit.describe import describe
-    from prunekit.manager import get_plugins
 
-    description = describe(get_plugins(), name)
+    description = describe(manager.get_plugins(), name)
     if as_json:
-        emit_json(description.model_dump_json(indent=2))
-        return
+        return emit_json(description.model_dump_json(indent=2))
     # Text(), not markup: plugin docstrings and descriptions may hold brackets such as [50%:]
     about = Table.grid(padding=(0, 2))
     about.add_row("plugin", Text(description.name + (" (core: takes part in every run)" if description.core else "")))
@@ -277,12 +214,10 @@ def usage_line(error: ClickError) -> str:
 
 
 def main() -> None:
-    """The ``core`` script: ``app`` with click's own errors in one line too.
-
-    Run standalone, click would print a usage block and a boxed message for a parse error; here
-    click returns the exit code of ``typer.Exit`` (``--help``, ``--version``, the commands' own
-    exits, 130 after Ctrl-C) and raises its errors, which are reported as one line on stderr with
-    their exit code (2 for a usage error)."""
+    """The ``core`` script: ``app`` with click's own errors in one line too. Standalone, click would print
+    a usage block and a boxed message for a parse error; here it returns the exit code of ``typer.Exit``
+    (``--help``, ``--version``, the commands' own exits, 130 after Ctrl-C) and raises its errors,
+    reported as one line on stderr with their exit code (2 for a usage error)."""
     command = typer.main.get_command(app)
     try:
         code = command.main(standalone_mode=False)

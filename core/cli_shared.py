@@ -1,6 +1,5 @@
-"""What the ``core`` command and the commands plugins add to it (``register_commands``: ``laws``,
-``search``, a third party's) share: the consoles, the error contract, ``--json``'s stdout and the
-option types.
+"""What the ``core`` command and the commands plugins add to it (``register_commands``) share: the
+consoles, the error contract, ``--json``'s stdout and the option types (docs/api.md).
 
 A module of its own so that the plugins' command modules import it, not ``prunekit.cli``, which
 mounts them: the command line then loads in any order, ``python -m prunekit.cli`` included.
@@ -22,29 +21,13 @@ from rich.console import Console
 
 from prunekit.errors import Interrupted, UsageError
 
-__all__ = [
-    "reports_errors",
-    "json_stdout",
-    "emit_json",
-    "stdout",
-    "stderr",
-    "ModelOpt",
-    "PluginsOpt",
-    "TasksOpt",
-    "LimitOpt",
-    "ConfigOpt",
-    "DeviceOpt",
-    "DtypeOpt",
-    "JsonOpt",
-    "OptionOpt",
-]
+__all__ = ["reports_errors", "json_stdout", "emit_json", "stdout", "stderr", "ModelOpt", "PluginsOpt", "TasksOpt",
+           "LimitOpt", "ConfigOpt", "DeviceOpt", "DtypeOpt", "JsonOpt", "OptionOpt"]
 
 log = logging.getLogger("prunekit")
 stdout = Console()
 stderr = Console(stderr=True)
-
 F = TypeVar("F", bound=Callable[..., Any])
-
 
 _json_stdout: list[TextIO] = []
 """The real stdout while a ``--json`` command runs (:func:`json_stdout`), where :func:`emit_json` writes."""
@@ -58,8 +41,7 @@ def _fileno(stream: Any) -> int | None:
 
 
 def _flush_c_stdio() -> None:
-    """Flush C's stdio buffers, which an extension's printf fills: flushed later, at exit, they
-    would land on the restored stdout."""
+    """Flush C's stdio buffers (an extension's printf): flushed at exit, they would land on the restored stdout."""
     try:
         import ctypes
 
@@ -72,11 +54,10 @@ def _flush_c_stdio() -> None:
 def json_stdout() -> Iterator[None]:
     """While a ``--json`` command runs, stdout carries only what :func:`emit_json` writes.
 
-    Whatever else is written to stdout, by a library's ``print``, rich's stdout console or a
-    subprocess inheriting file descriptor 1, goes to stderr: stdout's descriptor is pointed at
-    stderr's (``os.dup2``) and the real one is kept for :func:`emit_json`. Where stdout has no
-    descriptor (click's ``CliRunner``, pytest's ``capsys``), ``sys.stdout`` is swapped for
-    ``sys.stderr`` instead. Everything is restored afterwards, on errors too. Nested, it does nothing."""
+    Anything else (a library's ``print``, rich's stdout console, a subprocess inheriting descriptor 1)
+    goes to stderr: stdout's descriptor is pointed at stderr's (``os.dup2``), the real one kept for
+    :func:`emit_json`. Where stdout has no descriptor (click's ``CliRunner``, pytest's ``capsys``),
+    ``sys.stdout`` is swapped for ``sys.stderr`` instead. Restored afterwards, on errors too; nested, a no-op."""
     if _json_stdout:
         yield
         return
@@ -92,8 +73,7 @@ def json_stdout() -> Iterator[None]:
         finally:
             _json_stdout.pop()
         return
-    saved = os.dup(out_fd)
-    # closes ``saved`` when closed
+    saved = os.dup(out_fd)  # ``real`` closes it when closed
     real = open(saved, "w", encoding=getattr(out, "encoding", None) or "utf-8", errors=getattr(out, "errors", None))
     os.dup2(err_fd, out_fd)
     _json_stdout.append(real)
@@ -144,20 +124,15 @@ def reports_errors(command: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-ModelOpt = Annotated[
-    str | None,
-    typer.Option("--model", help="Built-in name (smollm2-135m, gemma3-270m, tiny-<family>), local dir or Hub id."),
-]
+ModelOpt = Annotated[str | None, typer.Option(
+    "--model", help="Built-in name (smollm2-135m, gemma3-270m, tiny-<family>), local dir or Hub id.")]
 PluginsOpt = Annotated[str | None, typer.Option("--plugins", help="Comma-separated plugin names.")]
-TasksOpt = Annotated[
-    str | None, typer.Option("--tasks", help="Comma-separated lm-eval tasks, or local:DIR of task configs.")
-]
+TasksOpt = Annotated[str | None, typer.Option(
+    "--tasks", help="Comma-separated lm-eval tasks, or local:DIR of task configs.")]
 LimitOpt = Annotated[int | None, typer.Option("--limit", help="Examples per task.")]
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="Run config file (YAML or TOML).")]
 DeviceOpt = Annotated[str | None, typer.Option("--device", help="cpu, cuda or auto.")]
 DtypeOpt = Annotated[str | None, typer.Option("--dtype", help="auto, float32, float16 or bfloat16.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
-OptionOpt = Annotated[
-    list[str] | None,
-    typer.Option("--option", "-o", help="A plugin setting PLUGIN.KEY=VALUE (repeatable), e.g. -o lora.steps=50."),
-]
+OptionOpt = Annotated[list[str] | None, typer.Option(
+    "--option", "-o", help="A plugin setting PLUGIN.KEY=VALUE (repeatable), e.g. -o lora.steps=50.")]

@@ -24,25 +24,18 @@ class RunConfig(BaseModel):
 
     model: str = Field(description="A built-in name, a local HF directory or a Hub id.")
     plugins: list[str] = Field(default_factory=list, description="Plugins taking part in the run.")
-    ratio: float = Field(
-        default=0.0, ge=0.0, lt=1.0, description="Fraction of each targeted dimension removed."
-    )
-    ratios: dict[Dimension, float] = Field(
-        default_factory=dict,
-        description="Per-dimension ratios (ffn, heads, layers) overriding `ratio` for those dimensions, "
-        "as a search's chosen configuration gives them.",
-    )
-    tasks: list[str] = Field(
-        default_factory=list, description="lm-eval task names, or local:DIR of task configs."
-    )
+    ratio: float = Field(default=0.0, ge=0.0, lt=1.0, description="Fraction of each targeted dimension removed.")
+    ratios: dict[Dimension, float] = Field(default_factory=dict, description=(
+        "Per-dimension ratios (ffn, heads, layers) overriding `ratio` for those dimensions, as a search's chosen "
+        "configuration gives them."))
+    tasks: list[str] = Field(default_factory=list, description="lm-eval task names, or local:DIR of task configs.")
     limit: int | None = Field(default=None, gt=0, description="Examples per task.")
     output: Path | None = Field(default=None, description="Run directory (default under runs/).")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
     seed: int = 0
-    options: dict[str, dict[str, Any]] = Field(
-        default_factory=dict, description="Per-plugin settings: {plugin name: {key: value}}."
-    )
+    options: dict[str, dict[str, Any]] = Field(default_factory=dict,
+                                               description="Per-plugin settings: {plugin name: {key: value}}.")
 
     @field_validator("ratios")
     @classmethod
@@ -65,9 +58,7 @@ class RunConfig(BaseModel):
     @classmethod
     def _split_commas(cls, value: Any) -> Any:
         """``--plugins prunenet,lora`` and ``plugins: [prunenet, lora]`` mean the same."""
-        if isinstance(value, str):
-            return [part.strip() for part in value.split(",") if part.strip()]
-        return value
+        return [part.strip() for part in value.split(",") if part.strip()] if isinstance(value, str) else value
 
 
 def read_config_file(path: Path) -> dict[str, Any]:
@@ -83,8 +74,7 @@ def read_config_file(path: Path) -> dict[str, Any]:
         else:
             raise UsageError(f"config file must be .yaml, .yml or .toml: {path}")
     except (yaml.YAMLError, tomllib.TOMLDecodeError) as exc:
-        reason = " ".join(str(exc).split())
-        raise UsageError(f"cannot parse config file {path}: {reason}") from exc
+        raise UsageError(f"cannot parse config file {path}: {' '.join(str(exc).split())}") from exc
     if not isinstance(data, dict):
         raise UsageError(f"config file {path} must hold a mapping of fields, not {type(data).__name__}")
     return data
@@ -109,8 +99,8 @@ def build_config(path: Path | None, overrides: dict[str, Any], options: list[str
     data = read_config_file(path) if path else {}
     data.update({key: value for key, value in overrides.items() if value is not None})
     if options:
-        merged = {name: dict(values) for name, values in (data.get("options") or {}).items()} \
-            if isinstance(data.get("options"), dict) else {}
+        given = data.get("options")
+        merged = {name: dict(values) for name, values in given.items()} if isinstance(given, dict) else {}
         for plugin, field, value in map(parse_option, options):
             merged.setdefault(plugin, {})[field] = value
         data["options"] = merged

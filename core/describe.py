@@ -1,8 +1,6 @@
-"""What ``core plugins show NAME`` tells about one plugin: where it comes from, what it does, the
-hooks it implements and the settings it accepts, with their types, defaults and descriptions.
-
-The settings come from the plugin's own ``plugin_options`` model, the same one that validates a
-run's ``options.<name>``, so what is shown is what is enforced.
+"""What ``core plugins show NAME`` tells about one plugin: where it comes from, what it does, the hooks
+it implements and the settings it accepts. The settings come from the plugin's own ``plugin_options``
+model, the one that validates a run's ``options.<name>``, so what is shown is what is enforced.
 """
 
 from __future__ import annotations
@@ -58,8 +56,7 @@ def type_name(annotation: Any) -> str:
 
 
 def setting(name: str, field: FieldInfo) -> Setting:
-    required = field.is_required()
-    default = None
+    required, default = field.is_required(), None
     if not required:
         value = field.get_default(call_default_factory=True)
         default = None if value is PydanticUndefined else TypeAdapter(Any).dump_python(value, mode="json")
@@ -72,8 +69,7 @@ def describe(plugins: Plugins, name: str) -> PluginDescription:
     plugins.check_loaded(name)
     info = next((i for i in plugins.infos() if i.name == name), None)
     if info is None:
-        available = ", ".join(i.name for i in plugins.infos())
-        raise UsageError(f"unknown plugin {name!r}; installed: {available}")
+        raise UsageError(f"unknown plugin {name!r}; installed: {', '.join(i.name for i in plugins.infos())}")
     plugin = plugins.pm.get_plugin(name)
     module = inspect.getmodule(plugin)
     doc = inspect.getdoc(plugin) or (inspect.getdoc(module) if module else None)
@@ -83,15 +79,9 @@ def describe(plugins: Plugins, name: str) -> PluginDescription:
         file = None
     model = plugins.options_models().get(name)
     return PluginDescription(
-        name=name,
-        source=info.source,
-        distribution=info.distribution,
-        version=info.version,
-        core=info.core,
-        module=module.__name__ if module else type(plugin).__qualname__,
-        file=file,
-        summary=doc.split("\n\n")[0].replace("\n", " ") if doc else None,
-        hooks=list(info.hooks),
+        name=name, source=info.source, distribution=info.distribution, version=info.version, core=info.core,
+        module=module.__name__ if module else type(plugin).__qualname__, file=file,
+        summary=doc.split("\n\n")[0].replace("\n", " ") if doc else None, hooks=list(info.hooks),
         settings=[setting(key, field) for key, field in model.model_fields.items()] if model else [],
         settings_schema=model.model_json_schema() if model else None,
     )

@@ -1,9 +1,8 @@
 """A typed facade over ``pm.hook`` for one run: one method per hook, only the active plugins.
 
-The pipeline reads as plain calls (``hooks.score_importance(request)``) while pluggy does the
-dispatch. Plugins a run did not select are left out with pluggy's ``subset_hook_caller``; core
-plugins always take part. Evaluators are the exception that makes defaults useful: when the run
-names none, every installed evaluator measures.
+The pipeline reads as plain calls (``hooks.score_importance(request)``) while pluggy dispatches. Plugins a
+run did not select are left out (pluggy's ``subset_hook_caller``); core plugins always take part.
+Evaluators are the exception that makes defaults useful: when the run names none, every installed one measures.
 """
 
 from __future__ import annotations
@@ -17,17 +16,8 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
     from prunekit.architectures import Architecture
-    from prunekit.payloads import (
-        EvalRequest,
-        Importance,
-        ModelSlice,
-        RecoverRequest,
-        Recovery,
-        ReportRequest,
-        RestoreRequest,
-        ScoreRequest,
-        SliceRequest,
-    )
+    from prunekit.payloads import (EvalRequest, Importance, ModelSlice, RecoverRequest, Recovery, ReportRequest,
+                                   RestoreRequest, ScoreRequest, SliceRequest)
 
 
 class Hooks:
@@ -41,10 +31,8 @@ class Hooks:
         self._slice_model = pm.subset_hook_caller("slice_model", inactive)
         self._recover = pm.subset_hook_caller("recover", inactive)
         self._render = pm.subset_hook_caller("render_report", inactive)
-        evaluators = set(implementers(pm.hook.evaluate))
-        self._evaluate = (
-            pm.subset_hook_caller("evaluate", inactive) if evaluators & active else pm.hook.evaluate
-        )
+        evaluators = set(implementers(pm.hook.evaluate))  # none selected: every installed one measures
+        self._evaluate = pm.subset_hook_caller("evaluate", inactive) if evaluators & active else pm.hook.evaluate
 
     def architectures(self) -> list[Architecture]:
         """Every registered architecture adapter (from all installed plugins)."""

@@ -1,18 +1,12 @@
 """Finding and registering plugins: built-ins and third-party packages through one path.
 
-Built-ins are listed in :data:`DEFAULT_PLUGINS` (the only place the core names them) and
-registered with ``pm.register`` exactly as entry-point plugins are; ``core search`` and ``core
-laws`` are among them, plugins that add commands (``register_commands``) and, for the search, a
-hook of its own (``add_hookspecs``). Third-party plugins come
-from the entry-point group ``prunekit`` through pluggy's ``load_setuptools_entrypoints``, one
-entry point at a time, so that a plugin that fails to import, has a wrong hook signature or
-implements a hook that does not exist is recorded as a :class:`PluginFailure` and the others
-still load.
+Built-ins are listed in :data:`DEFAULT_PLUGINS` (the only place the core names them) and registered with ``pm.register``
+exactly as entry-point plugins are. Third-party plugins come from the entry-point group ``prunekit``, one entry point at
+a time, so that a plugin that fails to import, has a wrong hook signature or implements a hook that does not exist is
+recorded as a :class:`PluginFailure` and the others still load.
 
-Every command that reads the registry imports every plugin module, ``core plugins list`` and the
-check of a run's options included, so a module that pluggy registers imports torch, transformers
-and other heavy libraries inside its hook bodies (or through a module those import), never at its
-top: then these commands answer in a fraction of a second instead of seconds.
+Every command that reads the registry imports every plugin module: a registered module imports heavy libraries inside
+its hook bodies, never at its top (docs/plugins.md, "Keep the module light to import").
 """
 
 from __future__ import annotations
@@ -28,7 +22,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import pluggy
-
 from pydantic import BaseModel, ValidationError
 
 from prunekit import hookspecs, tracing
@@ -71,10 +64,9 @@ DEFAULT_PLUGINS: dict[str, str] = {
 }
 """Every built-in plugin, by its name: the one ``--plugins`` takes, for those that take part in runs."""
 CORE_PLUGINS: dict[str, str] = {name: DEFAULT_PLUGINS[name] for name in ("slicer", "discovery", "report")}
-"""Built-ins that take part in every run and are not named in ``--plugins``: the structural slicer;
-``discovery``, which derives the adapter of a model whose family no plugin registers one for
-(``derive_architecture``), so that a model family needs no plugin of its own; and ``report``,
-which writes ``report.md`` and the model card (``render_report``)."""
+"""Built-ins that take part in every run without being named in ``--plugins``: the structural slicer,
+``discovery`` (``derive_architecture``: the adapter of a model no plugin registers one for, so that a
+family needs no plugin of its own) and ``report`` (``render_report``: ``report.md``, the model card)."""
 
 
 @dataclass(frozen=True)
@@ -108,9 +100,7 @@ class PluginFailure:
 
 def _names_from_env(variable: str) -> set[str] | None:
     value = os.environ.get(variable)
-    if value is None:
-        return None
-    return {_normalise(name) for name in value.split(",") if name.strip()}
+    return None if value is None else {_normalise(name) for name in value.split(",") if name.strip()}
 
 
 def _normalise(name: str) -> str:
@@ -161,23 +151,24 @@ class Plugins:
         self.failures[name] = PluginFailure(name, dist, version, error)
         log.warning("plugin %r from %s %s: %s", name, dist, what, error)
 
-    def register_commands(self, cli: typer.Typer) -> None:
-        """Every plugin's commands added to ``cli`` (``register_commands``), one plugin at a time, in
-        the order pluggy calls them (``core plugins list --hooks``).
+    def _distributions(self) -> dict[int, tuple[str, str]]:
+        """(distribution, version) by the ``id`` of each plugin that an installed package provides."""
+        return {id(plugin): (dist.metadata["Name"], dist.version)
+                for plugin, dist in self.pm.list_plugin_distributions()}
 
-        A plugin whose registration raises is recorded as failed, like one that fails to import,
-        and unregistered; the commands and sub-apps it had already added are taken back, so the
-        command line starts without it."""
-        dists = {id(plugin): dist for plugin, dist in self.pm.list_plugin_distributions()}
+    def register_commands(self, cli: typer.Typer) -> None:
+        """Every plugin's commands added to ``cli`` (``register_commands``), one plugin at a time in
+        pluggy's call order. A plugin whose registration raises is recorded as failed and unregistered,
+        like one that fails to import, and the commands and sub-apps it had added are taken back."""
+        dists = self._distributions()
         for impl in reversed(self.pm.hook.register_commands.get_hookimpls()):  # pluggy's call order
             commands, groups = len(cli.registered_commands), len(cli.registered_groups)
             try:
                 impl.function(cli=cli)
             except Exception as exc:
                 del cli.registered_commands[commands:], cli.registered_groups[groups:]
-                dist = dists.get(id(impl.plugin))
-                name = dist.metadata["Name"] if dist else None
-                self._failed(impl.plugin_name, name, dist.version if dist else None, exc, "failed to add its commands")
+                dist, version = dists.get(id(impl.plugin), (None, None))
+                self._failed(impl.plugin_name, dist, version, exc, "failed to add its commands")
 
     def register(self, plugin: object, name: str) -> None:
         """Register an in-process plugin (tests, notebooks); same checks as any other."""
@@ -202,26 +193,11 @@ class Plugins:
         return self._sources[name]
 
     def infos(self) -> list[PluginInfo]:
-        """Every registered plugin with its source and the hooks it implements."""
-        dists = {
-            id(plugin): dist for plugin, dist in self.pm.list_plugin_distributions()
-        }
-        infos = []
-        for name, plugin in sorted(self.pm.list_name_plugin()):
-            if plugin is None:  # blocked
-                continue
-            dist = dists.get(id(plugin))
-            hooks = tuple(sorted(caller.name for caller in self.pm.get_hookcallers(plugin) or ()))
-            infos.append(
-                PluginInfo(
-                    name=name,
-                    distribution=dist.metadata["Name"] if dist else None,
-                    version=dist.version if dist else None,
-                    hooks=hooks,
-                    core=name in CORE_PLUGINS,
-                )
-            )
-        return infos
+        """Every registered plugin (not the blocked) with its source and the hooks it implements."""
+        dists = self._distributions()
+        return [PluginInfo(name, *dists.get(id(plugin), (None, None)), core=name in CORE_PLUGINS,
+                           hooks=tuple(sorted(caller.name for caller in self.pm.get_hookcallers(plugin) or ())))
+                for name, plugin in sorted(self.pm.list_name_plugin()) if plugin is not None]
 
     def hookspecs(self) -> dict[str, Callable[..., object]]:
         """Every hook by name with its specification: the core's (:mod:`prunekit.hookspecs`), then
@@ -237,9 +213,8 @@ class Plugins:
         return found
 
     def call_order(self) -> dict[str, list[str]]:
-        """Every hook (:meth:`hookspecs`) with the plugins implementing it in the order pluggy asks
-        them (``core plugins list --hooks``); ``recover`` alone runs its selected plugins in the
-        run's ``--plugins`` order instead."""
+        """Every hook (:meth:`hookspecs`) with its plugins in the order pluggy asks them (``core plugins list
+        --hooks``); ``recover`` alone runs its selected plugins in the run's ``--plugins`` order instead."""
         return {name: tracing.call_order(getattr(self.pm.hook, name).get_hookimpls()) for name in self.hookspecs()}
 
     def implementers(self, hook: str) -> list[str]:
@@ -250,27 +225,21 @@ class Plugins:
 
     def options_models(self) -> dict[str, type[BaseModel]]:
         """Each plugin's declared settings model (``plugin_options``), by plugin name."""
-        return {
-            impl.plugin_name: model
-            for impl in self.pm.hook.plugin_options.get_hookimpls()
-            if (model := impl.function()) is not None
-        }
+        return {impl.plugin_name: model for impl in self.pm.hook.plugin_options.get_hookimpls()
+                if (model := impl.function()) is not None}
 
     def resolve_options(self, config: RunConfig) -> RunConfig:
-        """``config`` with every plugin's options validated and its defaults filled in.
-
-        Options for a plugin that is not installed are bad input (a misspelt name would otherwise
-        be ignored silently). Selected plugins with a settings model get their defaults even when
-        the config gives none, so the report records every setting that was in effect."""
+        """``config`` with every plugin's options validated and its defaults filled in. Options for a plugin
+        that is not installed are bad input (a misspelt name would otherwise be ignored silently); selected
+        plugins with a settings model get their defaults even when the config gives none, so that the
+        report records every setting that was in effect."""
         models = self.options_models()
         registered = {name for name, plugin in self.pm.list_name_plugin() if plugin is not None}
         unknown = sorted(set(config.options) - registered)
         if unknown:
             raise UsageError(f"invalid config: options for unknown plugin {unknown[0]!r}")
         resolved = dict(config.options)
-        for name in set(config.options) | (set(config.plugins) & set(models)):
-            if name not in models:
-                continue
+        for name in (set(config.options) | set(config.plugins)) & set(models):
             try:
                 settings = models[name].model_validate(config.options.get(name, {}))
             except ValidationError as exc:
@@ -280,18 +249,13 @@ class Plugins:
 
     def check_loaded(self, name: str) -> None:
         """Naming a plugin that failed to load is bad input, reported with its package and error."""
-        if name in self.failures:
-            failure = self.failures[name]
+        if (failure := self.failures.get(name)) is not None:
             raise UsageError(
-                f"plugin {name!r} (from {failure.distribution} {failure.version}) failed to load: {failure.error}"
-            )
+                f"plugin {name!r} (from {failure.distribution} {failure.version}) failed to load: {failure.error}")
 
     def hooks(self, selected: list[str]) -> Hooks:
-        """The typed hook facade for a run that uses the plugins named in ``selected``.
-
-        Unknown names and names of plugins that failed to load are bad input, reported before
-        anything runs.
-        """
+        """The typed hook facade for a run that uses the plugins named in ``selected``; unknown names and
+        those of plugins that failed to load are bad input, reported before anything runs."""
         from prunekit.hooks import Hooks
 
         for name in selected:
@@ -299,8 +263,7 @@ class Plugins:
             if not self.pm.has_plugin(name) or name in CORE_PLUGINS:
                 available = ", ".join(i.name for i in self.infos() if not i.core)
                 raise UsageError(f"unknown plugin {name!r}; available: {available}")
-        active = set(selected) | set(CORE_PLUGINS)
-        return Hooks(self.pm, active)
+        return Hooks(self.pm, set(selected) | set(CORE_PLUGINS))
 
 
 @functools.cache

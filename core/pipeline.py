@@ -1,7 +1,7 @@
 """One run: load → evaluate → score → slice → recover → evaluate → save, every step a hook.
 
-The pipeline knows no algorithm by name; it only orders the hook calls, times them and writes the
-output contract. All bad input is rejected before the first expensive step.
+The pipeline knows no algorithm by name; it orders the hook calls, times them and writes the output
+contract (docs/hooks.md). All bad input is rejected before the first expensive step.
 """
 
 from __future__ import annotations
@@ -59,8 +59,8 @@ class Stopwatch:
                 start_mb=None if start_mb is None else round(start_mb, 1), peak_mb=round(memory.peak_mb(), 1))
 
     def peak_mb(self) -> float:
-        """The run's peak resident memory. Each stage's reset of the kernel's high-water mark also
-        lowers the lifetime maximum it reports, so the stages' peaks must be taken into account."""
+        """The run's peak resident memory: each stage's reset of the kernel's high-water mark also
+        lowers the lifetime maximum it reports, so the stages' peaks count too."""
         return max([memory.lifetime_peak_mb(), *(stage.peak_mb for stage in self.memory.values())])
 
 
@@ -70,23 +70,19 @@ def count_parameters(model: nn.Module) -> int:
 
 
 def _shape_copy(module: nn.Module) -> nn.Module:
-    """A copy of ``module`` whose parameters and buffers are on the meta device: its shapes
-    without its data, so it can be sliced for counting at no memory cost."""
+    """``module`` on the meta device: its shapes without its data, to slice for counting at no memory cost."""
     import torch
     from torch import nn
 
-    memo: dict[int, object] = {}
-    for tensor in module.parameters():
-        memo[id(tensor)] = nn.Parameter(torch.empty_like(tensor, device="meta"), requires_grad=tensor.requires_grad)
-    for tensor in module.buffers():
-        memo[id(tensor)] = torch.empty_like(tensor, device="meta")
+    memo: dict[int, object] = {id(tensor): torch.empty_like(tensor, device="meta") for tensor in module.buffers()}
+    memo.update({id(tensor): nn.Parameter(torch.empty_like(tensor, device="meta"), requires_grad=tensor.requires_grad)
+                 for tensor in module.parameters()})
     return copy.deepcopy(module, memo)
 
 
 def held_by_units(layers: nn.ModuleList, architecture: Architecture, dimension: Dimension) -> int | None:
-    """The parameters the units of ``dimension`` hold in ``layers``: what slicing every unit
-    away would remove, counted on shape-only copies of the layers. ``None`` where the adapter
-    cannot slice a layer to nothing."""
+    """The parameters the units of ``dimension`` hold in ``layers``: what slicing every unit away
+    would remove, counted on shape-only copies. ``None`` where the adapter cannot slice a layer to nothing."""
     import torch
 
     held = 0
@@ -106,37 +102,25 @@ def parameter_parts(model: nn.Module, architecture: Architecture) -> tuple[int, 
     """The parameters inside the decoder layers, and per dimension within them (FFN channels,
     heads) the parameters its units hold, from the model's own modules."""
     layers = architecture.layers(model)
-    units = {}
-    for dimension in Dimension:
-        if dimension in architecture.dimensions and dimension is not Dimension.LAYERS:
-            held = held_by_units(layers, architecture, dimension)
-            if held is not None:
-                units[dimension.value] = held
-    return count_parameters(layers), units
+    held = {dimension.value: held_by_units(layers, architecture, dimension) for dimension in Dimension
+            if dimension in architecture.dimensions and dimension is not Dimension.LAYERS}
+    return count_parameters(layers), {name: count for name, count in held.items() if count is not None}
 
 
 def with_evaluator_options(config: RunConfig, evaluators: list[str]) -> RunConfig:
-    """``config`` with an (empty) options entry for every evaluator that will measure, so that
-    their settings are validated up front and their defaults recorded in the report, whether or
-    not the run named them."""
+    """``config`` with an (empty) options entry for every evaluator that will measure, so that their
+    settings are validated up front and their defaults recorded, whether or not the run named them."""
     missing = {name: {} for name in evaluators if name not in config.options}
     return config.model_copy(update={"options": {**config.options, **missing}}) if missing else config
 
 
-def slice_by_importance(
-    importances: list[Importance],
-    config: RunConfig,
-    model: PreTrainedModel,
-    architecture: Architecture,
-    hooks: Hooks,
-    uncompressed: UncompressedLayers | None = None,
-) -> tuple[dict[str, object], bool]:
-    """Slice ``model`` in place at the config's ratios by a pruner's scores; return the pruning
-    report per dimension and whether the result is a stock checkpoint. With ``uncompressed``,
-    each layer that stays is recorded there just before it is sliced.
-
-    Apart from :func:`run` so that a search can score once per pruner and slice copies of the
-    model at many ratios exactly as a run would."""
+def slice_by_importance(importances: list[Importance], config: RunConfig, model: PreTrainedModel,
+                        architecture: Architecture, hooks: Hooks,
+                        uncompressed: UncompressedLayers | None = None) -> tuple[dict[str, object], bool]:
+    """Slice ``model`` in place at the config's ratios by a pruner's scores; return the pruning report
+    per dimension and whether the result is a stock checkpoint. With ``uncompressed``, each layer that
+    stays is recorded there just before it is sliced. Apart from :func:`run` so that a search can
+    score once per pruner and slice copies of the model at many ratios exactly as a run would."""
     pruning: dict[str, object] = {}
     for importance in importances:
         architecture.require(importance.dimension)
@@ -157,15 +141,13 @@ def slice_by_importance(
     return pruning, architecture.sync_config(model)
 
 
-def recover(
-    hooks: Hooks, recoverers: list[str], request: RecoverRequest
-) -> tuple[PreTrainedModel, list[output.RecoveryStep]]:
-    """Run the recovery plugins in turn, each on the model the previous one returned; return the
-    final model and one step per plugin with its report, seconds and the perplexity before and
-    after it (from the evaluators that measure at ``stage="recovery"``). The last step's "after"
-    is left ``None`` for the caller to fill from the run's after-evaluation of the same model,
-    which would otherwise measure it twice (a perplexity costs about 15 s on 2 cores). A step
-    that leaves a weight non-finite fails the run, naming the step."""
+def recover(hooks: Hooks, recoverers: list[str],
+            request: RecoverRequest) -> tuple[PreTrainedModel, list[output.RecoveryStep]]:
+    """Run the recovery plugins in turn, each on the previous one's model; return the final model and
+    one step per plugin with its report, seconds and perplexity before and after (the evaluators of
+    ``stage="recovery"``). The last step's "after" is left ``None`` for the caller to fill from the
+    run's after-evaluation, which would otherwise measure the same model twice (a perplexity costs
+    about 15 s on 2 cores). A step that leaves a weight non-finite fails the run, naming the step."""
     model, steps = request.model, []
     if not recoverers:
         return model, steps
@@ -182,21 +164,17 @@ def recover(
             model = recovered.model
             require_finite(model, f"recover ({name})")
         after = before if recovered is None else (None if name == recoverers[-1] else perplexity())
-        steps.append(output.RecoveryStep(
-            plugin=name, report=recovered.report if recovered is not None else None, seconds=seconds,
-            perplexity_before=before, perplexity_after=after,
-        ))
+        steps.append(output.RecoveryStep(plugin=name, report=recovered.report if recovered is not None else None,
+                                         seconds=seconds, perplexity_before=before, perplexity_after=after))
         before = after
     return model, steps
 
 
 def require_finite(model: nn.Module, stage: str) -> None:
-    """A stage that turned a weight into NaN or Inf has failed: its model must not be evaluated
-    as if it were a result, let alone saved."""
+    """A stage that turned a weight into NaN or Inf has failed: its model is no result to evaluate or save."""
     from prunekit.models import first_non_finite
 
-    tensor = first_non_finite(model)
-    if tensor is not None:
+    if (tensor := first_non_finite(model)) is not None:
         raise RuntimeError(f"{stage} left non-finite values (NaN or Inf) in {tensor}; nothing was saved")
 
 
@@ -209,8 +187,8 @@ def _one_each(hooks: Hooks) -> None:
 
 
 def resolve(config: RunConfig, plugins: Plugins) -> tuple[RunConfig, Hooks]:
-    """``config`` with every plugin's settings validated and defaulted (the command a run
-    directory records), and the hooks of its plugins."""
+    """``config`` with every plugin's settings validated and defaulted (the command a run directory
+    records), and the hooks of its plugins."""
     hooks = plugins.hooks(config.plugins)
     return plugins.resolve_options(with_evaluator_options(config, hooks.evaluators())), hooks
 
@@ -220,16 +198,12 @@ def run(config: RunConfig, plugins: Plugins) -> output.Report:
     config, hooks = resolve(config, plugins)
     if config.compresses and not hooks.has_pruner():
         ratio = max([config.ratio, *config.ratios.values()])
-        raise UsageError(
-            f"ratio {ratio:g} needs a pruner, and none of the selected plugins "
-            f"({', '.join(config.plugins) or 'none'}) scores importance"
-        )
+        raise UsageError(f"ratio {ratio:g} needs a pruner, and none of the selected plugins "
+                         f"({', '.join(config.plugins) or 'none'}) scores importance")
     _one_each(hooks)
     if hooks.model_slicers() and hooks.scorers():
-        raise UsageError(
-            f"{', '.join(hooks.model_slicers())} slices the whole model and cannot share a run with "
-            f"the per-layer pruner {', '.join(hooks.scorers())}; select one"
-        )
+        raise UsageError(f"{', '.join(hooks.model_slicers())} slices the whole model and cannot share a run with "
+                         f"the per-layer pruner {', '.join(hooks.scorers())}; select one")
     directory = rundir.choose(config)
     existed = directory.exists()
     with keeps_on_interrupt(lambda: f"no result was saved; {_kept(directory)}; "
@@ -242,14 +216,10 @@ def run(config: RunConfig, plugins: Plugins) -> output.Report:
 
 
 def _kept(directory: Path) -> str:
-    """What an interrupted run leaves for its rerun: the compressed model or training checkpoints
-    in its directory, and the caches every run shares (baseline metrics, trained PruneNet
-    policies, tokenized text)."""
-    held = None
-    if (directory / rundir.RESUME).is_dir():
-        held = "the compressed model in " + str(directory / rundir.RESUME)
-    elif (directory / rundir.SCRATCH).is_dir():
-        held = "training checkpoints in " + str(directory / rundir.SCRATCH)
+    """What an interrupted run leaves for its rerun (docs/interruptions.md)."""
+    held = next((f"{what} in {directory / name}" for name, what in
+                 ((rundir.RESUME, "the compressed model"), (rundir.SCRATCH, "training checkpoints"))
+                 if (directory / name).is_dir()), None)
     return ", ".join(filter(None, [held, f"finished baselines, policies and tokenized text in {files.cache_root()}"]))
 
 
@@ -270,8 +240,7 @@ def _compress(config: RunConfig, plugins: Plugins, hooks: Hooks, directory: Path
         before, baseline = baselines.evaluate_before(hooks, plugins, EvalRequest(model, tokenizer, config, "before"))
 
     kept = rundir.Resume(directory)
-    state = kept.state()
-    if state is None:
+    if (state := kept.state()) is None:
         compressed, state = _compressed(config, hooks, clock, model, tokenizer, architecture, directory)
         del model  # a recovery may have returned another object; only the compressed one counts now
         kept.keep(compressed, tokenizer, state)  # the recovered model supersedes the training checkpoints
@@ -288,8 +257,7 @@ def _compress(config: RunConfig, plugins: Plugins, hooks: Hooks, directory: Path
         clock.memory.update({name: output.StageMemory(**values) for name, values in state["memory"].items()})
     recovery = [output.RecoveryStep(**step) for step in state["recovery"]]
 
-    after = kept.after(state)
-    if after is None:
+    if (after := kept.after(state)) is None:
         with clock.stage("evaluate_after"):
             after = hooks.evaluate(EvalRequest(compressed, tokenizer, config, "after"))
         kept.record_after(after, _stages(clock, ["evaluate_after"]))
@@ -300,20 +268,11 @@ def _compress(config: RunConfig, plugins: Plugins, hooks: Hooks, directory: Path
         files.save_model(compressed.to(storage_dtype), tokenizer, directory / "model")
 
     report = output.Report(
-        prunekit_version=__version__,
-        model=config.model,
-        plugins=config.plugins,
-        ratio=config.ratio,
+        prunekit_version=__version__, model=config.model, plugins=config.plugins, ratio=config.ratio,
         params=params_report(params_before, layers_before, units_before, compressed, architecture),
-        metrics={"before": before, "after": after},
-        timings=clock.seconds,
-        peak_rss_mb=round(clock.peak_mb(), 1),
-        memory=clock.memory,
-        stock=state["stock"],
-        pruning=state["pruning"],
-        recovery=recovery,
-        versions=output.package_versions(),
-        config=config.model_copy(update={"output": directory}),
+        metrics={"before": before, "after": after}, timings=clock.seconds, peak_rss_mb=round(clock.peak_mb(), 1),
+        memory=clock.memory, stock=state["stock"], pruning=state["pruning"], recovery=recovery,
+        versions=output.package_versions(), config=config.model_copy(update={"output": directory}),
         disk_bytes=output.DiskBytes(before=bytes_before, after=output.weight_bytes(directory / "model")),
         baseline=baseline,
     )
@@ -328,10 +287,9 @@ def _compressed(config: RunConfig, hooks: Hooks, clock: Stopwatch, model: PreTra
                 directory: Path) -> tuple[PreTrainedModel, dict[str, object]]:
     """Score, slice and recover ``model``; return it with what the report needs of those stages
     (:class:`prunekit.rundir.Resume` keeps both, for a rerun after a kill)."""
-    recoverers = hooks.recoverers(config.plugins)
+    recoverers, done = hooks.recoverers(config.plugins), set(clock.seconds)
     pruning: dict[str, object] = {}
     stock = True
-    done = set(clock.seconds)
     with ExitStack() as stack:  # the recorded uncompressed layers live until recovery is done
         uncompressed = None
         if config.compresses and hooks.model_slicers():  # e.g. rotate-and-slice of the hidden width
@@ -372,13 +330,10 @@ def params_report(before: int, layers_before: int, units_before: dict[str, int],
                   architecture: Architecture) -> output.Params:
     """The report's parameter counts: the whole model and its parts, before and after."""
     layers_after, units_after = parameter_parts(model, architecture)
-    return output.Params(
-        before=before,
-        after=count_parameters(model),
-        decoder_layers=output.Count(before=layers_before, after=layers_after),
-        units={name: output.Count(before=held, after=units_after[name])
-               for name, held in units_before.items() if name in units_after},
-    )
+    return output.Params(before=before, after=count_parameters(model),
+                         decoder_layers=output.Count(before=layers_before, after=layers_after),
+                         units={name: output.Count(before=held, after=units_after[name])
+                                for name, held in units_before.items() if name in units_after})
 
 
 def evaluate(config: RunConfig, plugins: Plugins) -> output.Evaluation:
@@ -388,12 +343,6 @@ def evaluate(config: RunConfig, plugins: Plugins) -> output.Evaluation:
 
     loaded = load_model(config.model, dtype=config.dtype, device=config.device)
     metrics = hooks.evaluate(EvalRequest(loaded.model, loaded.tokenizer, config, "after"))
-    return output.Evaluation(
-        prunekit_version=__version__,
-        model=config.model,
-        params=count_parameters(loaded.model),
-        disk_bytes=output.weight_bytes(loaded.model.name_or_path),
-        metrics=metrics,
-        versions=output.package_versions(),
-        config=config,
-    )
+    return output.Evaluation(prunekit_version=__version__, model=config.model, params=count_parameters(loaded.model),
+                             disk_bytes=output.weight_bytes(loaded.model.name_or_path), metrics=metrics,
+                             versions=output.package_versions(), config=config)

@@ -25,7 +25,5 @@ def bars_hidden(console: Console | None = None) -> bool:
 def track(items: Iterable[T], description: str, total: int | None = None) -> Iterator[T]:
     """Iterate ``items`` with a progress bar, hidden as :func:`bars_hidden` says."""
     console = Console(stderr=True)
-    yield from rich_track(
-        items, description=description, total=total, console=console, transient=True,
-        disable=bars_hidden(console),
-    )
+    yield from rich_track(items, description=description, total=total, console=console, transient=True,
+                          disable=bars_hidden(console))

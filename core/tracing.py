@@ -1,14 +1,10 @@
-"""``PRUNEKIT_TRACE_PLUGINS=1``: log every hook call with the plugins it asked and how long it took.
+"""``PRUNEKIT_TRACE_PLUGINS=1``: log every hook call with the plugins it asked and how long it took (docs/plugins.md),
+from the moment the plugins load (``add_hookspecs`` is called as each registers).
 
-From the moment the plugins are loaded: ``add_hookspecs``, called as each plugin is registered, is
-part of loading them.
-
-Built on pluggy's ``add_hookcall_monitoring``, which sees each call of a hook (also through the
-per-run subset callers) with the implementations pluggy is about to ask. A first-result hook stops
-at the first answer, so its line names the plugins in the order they are asked, not only the one
-that answered. Lines go to the ``prunekit.trace`` logger, which writes them to stderr as plain
-lines (one per call, never wrapped, easy to grep) whatever ``-v`` says and whether or not the
-program configured logging.
+Built on pluggy's ``add_hookcall_monitoring``, which sees each call (the per-run subset callers' too) with the
+implementations pluggy is about to ask: a first-result hook's line names them in the order asked, not only the one that
+answered. Lines go to the ``prunekit.trace`` logger, which writes them to stderr as plain lines (one per call, never
+wrapped, easy to grep) whatever ``-v`` says and whether or not the program configured logging.
 """
 
 from __future__ import annotations
@@ -50,18 +46,14 @@ class _Stderr(logging.StreamHandler):
         pass
 
 
-def _handler() -> None:
+def trace(pm: pluggy.PluginManager) -> Callable[[], None]:
+    """Start logging ``pm``'s hook calls; returns the function that stops it."""
     if not log.handlers:
         handler = _Stderr()
         handler.setFormatter(logging.Formatter("prunekit trace: %(message)s"))
         log.addHandler(handler)
         log.propagate = False
         log.setLevel(logging.INFO)
-
-
-def trace(pm: pluggy.PluginManager) -> Callable[[], None]:
-    """Start logging ``pm``'s hook calls; returns the function that stops it."""
-    _handler()
     starts: list[float] = []  # a stack: hooks may call hooks (a search runs whole pipelines)
 
     def before(hook_name: str, hook_impls: Sequence[Any], kwargs: Any) -> None:
