@@ -61,6 +61,8 @@ DEFAULT_PLUGINS: dict[str, str] = {
     "bandit": "prunekit.plugins.bandit",
     "optuna": "prunekit.plugins.optuna_search",
     "laws": "prunekit.plugins.laws",
+    "eval": "prunekit.plugins.commands.evaluate",
+    "plugins": "prunekit.plugins.commands.listing",
 }
 """Every built-in plugin, by its name: the one ``--plugins`` takes, for those that take part in runs."""
 CORE_PLUGINS: dict[str, str] = {name: DEFAULT_PLUGINS[name] for name in ("slicer", "discovery", "report")}

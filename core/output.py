@@ -1,4 +1,4 @@
-"""The report's data model: ``report.json``'s schema (:class:`Report`, :class:`Evaluation`) and the figures it
+"""The report's data model: ``report.json``'s schema (:class:`Report`) and the figures it
 derives (retention, speedup); ``render_report`` plugins write it out for people from :mod:`prunekit.rendering`.
 """
 
@@ -198,18 +198,6 @@ class Report(BaseModel):
         LM head reads the whole embedding matrix where tied), so decoding bound by memory bandwidth gains at most
         the ratio of weight bytes, before / after: the ratio of parameters, both being stored in one dtype."""
         return self.params.before / self.params.after if self.params.after else None
-
-
-class Evaluation(BaseModel):
-    """What ``core eval`` prints: one model's metrics, measured as a run measures them."""
-
-    prunekit_version: str
-    model: str
-    params: int
-    disk_bytes: int | None = None
-    metrics: Metrics
-    versions: dict[str, str]
-    config: RunConfig
 
 
 def package_versions(packages: Iterable[str] = REPORTED_PACKAGES, *, python: bool = True) -> dict[str, str]:

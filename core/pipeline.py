@@ -335,14 +335,3 @@ def params_report(before: int, layers_before: int, units_before: dict[str, int],
                          units={name: output.Count(before=held, after=units_after[name])
                                 for name, held in units_before.items() if name in units_after})
 
-
-def evaluate(config: RunConfig, plugins: Plugins) -> output.Evaluation:
-    """Measure one model as it is with the active evaluators (``core eval``)."""
-    config, hooks = resolve(config, plugins)
-    from prunekit.models import load_model  # torch and transformers: once the input is known to be good
-
-    loaded = load_model(config.model, dtype=config.dtype, device=config.device)
-    metrics = hooks.evaluate(EvalRequest(loaded.model, loaded.tokenizer, config, "after"))
-    return output.Evaluation(prunekit_version=__version__, model=config.model, params=count_parameters(loaded.model),
-                             disk_bytes=output.weight_bytes(loaded.model.name_or_path), metrics=metrics,
-                             versions=output.package_versions(), config=config)
