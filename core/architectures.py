@@ -3,8 +3,8 @@
 The core knows no family by name: ``register_architectures`` hands over the adapters plugins write for a
 family, and for a model none of them claims ``derive_architecture`` asks the plugins to derive one from the
 model itself (the built-in ``discovery`` does). :class:`Architecture` is the interface every adapter
-implements and pruners call; the module surgery below, of which an adapter's ``slice`` is made, lives here so
-that every adapter, and every pruner that reads weights as ``[out, in]``, shares one.
+implements and pruners call; the module surgery an adapter's ``slice`` is made of is the plugins' to share
+(docs/api.md).
 """
 
 from __future__ import annotations
@@ -15,18 +15,15 @@ from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
-import torch
-from torch import nn
-from transformers.pytorch_utils import Conv1D
-
 from prunekit.errors import UsageError
 from prunekit.payloads import Dimension
 
 if TYPE_CHECKING:
+    import torch
+    from torch import nn
     from transformers import PreTrainedModel
 
-__all__ = ["Architecture", "LAYER_UNITS_KEY", "keep_outputs", "keep_inputs", "input_weight_columns", "head_rows",
-           "zero_removed_units"]
+__all__ = ["Architecture", "LAYER_UNITS_KEY"]
 
 LAYER_UNITS_KEY = "prunekit_layer_units"
 """Config attribute holding per-layer unit counts when layers differ in size (not a stock config)."""
@@ -87,7 +84,7 @@ class Architecture(ABC):
         """Keep only the decoder layers at the sorted indices ``keep`` and rewrite the config."""
 
 
-_DERIVED: weakref.WeakKeyDictionary[nn.Module, Architecture] = weakref.WeakKeyDictionary()
+_DERIVED: weakref.WeakKeyDictionary[PreTrainedModel, Architecture] = weakref.WeakKeyDictionary()
 
 
 def resolve(model: PreTrainedModel, adapters: list[Architecture],
@@ -105,67 +102,3 @@ def resolve(model: PreTrainedModel, adapters: list[Architecture],
                              "claims them and no installed plugin derives one")
         _DERIVED[model] = derived
     return _DERIVED[model]
-
-
-def is_int(value: object) -> bool:
-    """An integer config value (``True`` is not a size): what a size read from a config must be."""
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-# --- in-place module surgery, shared by every adapter ---------------------------------------
-
-
-def _replace(module: nn.Module, name: str, tensor: torch.Tensor) -> None:
-    """Swap a parameter for a smaller one; the old storage is freed as soon as nothing holds it."""
-    old = getattr(module, name)
-    setattr(module, name, nn.Parameter(tensor.contiguous(), requires_grad=old.requires_grad))
-
-
-def _keep_features(module: nn.Module, keep: torch.Tensor, outputs: bool) -> torch.Tensor:
-    """Keep the output (or input) features ``keep`` of a Linear or Conv1D's weight: a Linear's W is
-    ``[out, in]``, a Conv1D's ``[in, out]``. Returns ``keep`` on the weight's device."""
-    keep = keep.to(module.weight.device)
-    conv = isinstance(module, Conv1D)
-    _replace(module, "weight", module.weight.index_select(int(outputs == conv), keep))
-    setattr(module, ("nf" if outputs else "nx") if conv else ("out_features" if outputs else "in_features"), len(keep))
-    return keep
-
-
-def keep_outputs(module: nn.Module, keep: torch.Tensor) -> None:
-    """Keep the output features ``keep`` of a Linear or Conv1D (rows of W, or columns of Conv1D's W)."""
-    keep = _keep_features(module, keep, outputs=True)
-    if module.bias is not None:
-        _replace(module, "bias", module.bias.index_select(0, keep))
-
-
-def keep_inputs(module: nn.Module, keep: torch.Tensor) -> None:
-    """Keep the input features ``keep`` of a Linear or Conv1D; its bias is untouched."""
-    _keep_features(module, keep, outputs=False)
-
-
-def input_weight_columns(module: nn.Module) -> torch.Tensor:
-    """The weight as ``[out, in]`` whatever the module stores (a view of Conv1D's ``[in, out]``)."""
-    return module.weight.T if isinstance(module, Conv1D) else module.weight
-
-
-def head_rows(groups: torch.Tensor, heads_per_group: int, head_dim: int) -> torch.Tensor:
-    """Feature indices of whole heads: group ``g`` owns heads ``g*n .. g*n+n-1``, each ``head_dim`` wide.
-
-    Under grouped-query attention query head ``h`` reads KV head ``h // n`` (transformers' ``repeat_kv``), so
-    keeping KV group ``g`` means keeping its ``n`` query heads with it."""
-    heads = (groups[:, None] * heads_per_group + torch.arange(heads_per_group)).reshape(-1)
-    return (heads[:, None] * head_dim + torch.arange(head_dim)).reshape(-1)
-
-
-@torch.no_grad()
-def zero_removed_units(architecture: Architecture, layer: nn.Module, dimension: Dimension, keep: torch.Tensor) -> None:
-    """Zero the output projection's input features of the units not in ``keep``, in place: the layer then
-    computes exactly what slicing it to ``keep`` should, the reference every exactness check (the derived
-    adapter's replay, the tests) compares a slice with."""
-    if dimension is Dimension.HEADS:
-        _, per_group, head_dim = architecture.head_shape(layer)
-        keep = head_rows(keep.cpu(), per_group, head_dim)
-    weight = input_weight_columns(architecture.output_projection(layer, dimension))  # [out, in]
-    removed = torch.ones(weight.shape[1], dtype=torch.bool)
-    removed[keep.cpu()] = False
-    weight[:, removed.to(weight.device)] = 0

@@ -58,7 +58,8 @@ def _task_files(tasks: list[str]) -> list[tuple[str, int, int]]:
     for entry in tasks:
         folder = Path(entry.removeprefix(LOCAL_TASKS)).expanduser()
         if entry.startswith(LOCAL_TASKS) and folder.is_dir():
-            files += [(str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(folder.rglob("*")) if p.is_file()]
+            files += [(str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns)
+                      for p in sorted(folder.rglob("*")) if p.is_file()]
     return files
 
 
@@ -97,7 +98,8 @@ def _read(path: Path) -> Metrics | None:
 
 def _write(path: Path, key: dict[str, Any], metrics: Metrics) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    entry = {"created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "key": key, "metrics": _ENTRY.dump_python(metrics, mode="json")}
+    entry = {"created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "key": key,
+             "metrics": _ENTRY.dump_python(metrics, mode="json")}
     files.write_json(path, entry, indent=2, default=str)
 
 

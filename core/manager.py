@@ -42,7 +42,7 @@ LOAD_ENV = "PRUNEKIT_LOAD_PLUGINS"
 DISABLE_ENV = "PRUNEKIT_DISABLE_PLUGINS"
 
 DEFAULT_PLUGINS: dict[str, str] = {
-    "slicer": "prunekit.slicing",
+    "slicer": "prunekit.plugins.slicer",
     "discovery": "prunekit.plugins.discovery",
     "report": "prunekit.plugins.report",
     "models": "prunekit.plugins.models",

@@ -1,9 +1,9 @@
-"""The core's structural slicer (a core plugin) and the plan of which units each layer keeps.
+"""The plan of which units each layer keeps.
 
 A pruner scores every unit once, :func:`keep_plan` turns the scores into kept indices for the run's ratio, and
-``slice_layer`` removes the rest layer by layer, so peak memory stays near one layer's new weights beyond the
-model. Depth is planned across layers instead: :func:`kept_layers` picks the decoder layers that stay, and the
-architecture's ``drop_layers`` removes the others.
+``slice_layer`` (the core plugin ``slicer`` answers last) removes the rest layer by layer, so peak memory stays
+near one layer's new weights beyond the model. Depth is planned across layers instead: :func:`kept_layers`
+picks the decoder layers that stay, and the architecture's ``drop_layers`` removes the others.
 """
 
 from __future__ import annotations
@@ -11,8 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from prunekit import hookimpl
-from prunekit.payloads import Dimension, Importance, SliceRequest
+from prunekit.payloads import Dimension, Importance
 
 if TYPE_CHECKING:
     import torch
@@ -89,13 +88,3 @@ def kept_layers(importances: list[Importance], ratio: float, layer_count: int) -
     # stable sort, as in keep_plan: of equal scores the earlier layer stays
     order = torch.sort(scores, descending=True, stable=True).indices[: kept_units(layer_count, ratio)]
     return sorted(order.tolist())
-
-
-@hookimpl(trylast=True)
-def slice_layer(request: SliceRequest) -> bool:
-    """Remove the units not kept, dimension by dimension, through the layer's adapter."""
-    layer = request.architecture.layers(request.model)[request.layer_index]
-    for dimension, keep in request.keep.items():
-        if len(keep) < request.architecture.units(layer, dimension):
-            request.architecture.slice(layer, dimension, keep)
-    return True

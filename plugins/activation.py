@@ -67,7 +67,7 @@ class FeatureStatistics:
         self.squares = self.squares + features.square().sum(0)
 
     def scores(self, module: torch.nn.Module, metric: str) -> torch.Tensor:
-        from prunekit.architectures import input_weight_columns
+        from prunekit.plugins.surgery import input_weight_columns
 
         columns = input_weight_columns(module).detach().double().norm(dim=0)
         if metric == "norm":
@@ -82,7 +82,7 @@ def unit_scores(architecture, layer, dimension: Dimension, feature_scores: torch
     owns its query heads' ``head_dim`` features each."""
     import torch
 
-    from prunekit.architectures import head_rows
+    from prunekit.plugins.surgery import head_rows
 
     if dimension is Dimension.FFN:
         return feature_scores

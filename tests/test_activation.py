@@ -10,7 +10,7 @@ import torch
 from transformers import AutoModelForCausalLM
 from typer.testing import CliRunner
 
-from prunekit.architectures import head_rows, input_weight_columns
+from prunekit.plugins.surgery import head_rows, input_weight_columns
 from prunekit.cli import app
 from prunekit.config import RunConfig
 from prunekit.manager import get_plugins

@@ -27,7 +27,7 @@ from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_N
 from transformers.utils import logging as transformers_logging
 
 from prunekit import pipeline
-from prunekit.architectures import is_int, zero_removed_units
+from prunekit.plugins.surgery import is_int, zero_removed_units
 from prunekit.config import RunConfig
 from prunekit.errors import UsageError
 from prunekit.manager import get_plugins

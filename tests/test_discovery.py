@@ -11,7 +11,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
 from prunekit import hookimpl
-from prunekit.architectures import zero_removed_units
+from prunekit.plugins.surgery import zero_removed_units
 from prunekit.errors import UsageError
 from prunekit.manager import Plugins, get_plugins
 from prunekit.payloads import Dimension

@@ -10,7 +10,7 @@ from transformers import AutoModelForCausalLM
 from typer.testing import CliRunner
 
 from prunekit import hookimpl
-from prunekit.architectures import input_weight_columns
+from prunekit.plugins.surgery import input_weight_columns
 from prunekit.cli import app
 from prunekit.config import RunConfig
 from prunekit.manager import get_plugins

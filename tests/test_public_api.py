@@ -23,6 +23,7 @@ PUBLIC = [
     "prunekit.hookspecs",
     "prunekit.payloads",
     "prunekit.architectures",
+    "prunekit.plugins.surgery",
     "prunekit.errors",
     "prunekit.plugins.data",
     "prunekit.testing",

@@ -10,7 +10,8 @@ import torch
 from transformers import AutoModelForCausalLM
 
 import prunekit
-from prunekit.architectures import LAYER_UNITS_KEY, zero_removed_units
+from prunekit.architectures import LAYER_UNITS_KEY
+from prunekit.plugins.surgery import zero_removed_units
 from prunekit.loading import needs_prunekit
 from prunekit.manager import get_plugins
 from prunekit.payloads import Dimension, Importance

@@ -43,7 +43,7 @@ def plugin_options() -> type[BaseModel]:
 @hookimpl
 def score_importance(request: ScoreRequest) -> list[Importance]:
     """One score per FFN channel per layer; higher means keep."""
-    from prunekit.architectures import input_weight_columns  # here, not on load: it imports torch
+    from prunekit.plugins.surgery import input_weight_columns  # here, not on load: it imports torch
 
     settings = Settings.model_validate(request.options(NAME))
     architecture = request.architecture

@@ -17,16 +17,10 @@ import torch
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
-from prunekit.architectures import (
-    LAYER_UNITS_KEY,
-    Architecture,
-    head_rows,
-    input_weight_columns,
-    keep_inputs,
-    keep_outputs,
-)
+from prunekit.architectures import LAYER_UNITS_KEY, Architecture
 from prunekit.errors import UsageError
 from prunekit.payloads import Dimension
+from prunekit.plugins.surgery import head_rows, input_weight_columns, keep_inputs, keep_outputs
 
 if TYPE_CHECKING:
     from transformers import PretrainedConfig, PreTrainedModel

@@ -35,7 +35,7 @@ import torch
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
-from prunekit.architectures import input_weight_columns, is_int, zero_removed_units
+from prunekit.plugins.surgery import input_weight_columns, is_int, zero_removed_units
 from prunekit.errors import UsageError
 from prunekit.payloads import Dimension
 from prunekit.plugins.discovery.adapter import (

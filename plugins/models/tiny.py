@@ -30,7 +30,7 @@ from transformers import (
     Qwen3Config,
 )
 
-from prunekit.architectures import is_int
+from prunekit.plugins.surgery import is_int
 from prunekit.errors import UsageError
 
 HIDDEN, FFN, LAYERS, HEADS, POSITIONS = 64, 128, 2, 4, 1024

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from prunekit.architectures import head_rows, input_weight_columns
+from prunekit.plugins.surgery import head_rows, input_weight_columns
 from prunekit.plugins.layer_inputs import LayerInputs, capture_inputs
 from prunekit.payloads import Dimension, RecoverRequest, Recovery
 from prunekit.plugins.calibration import calibration_samples, resolve
@@ -22,7 +22,7 @@ from prunekit.progress import track
 if TYPE_CHECKING:
     from torch import nn
 
-    from prunekit.architectures import Architecture
+    from prunekit.plugins.surgery import Architecture
 
 log = logging.getLogger(__name__)
 
