@@ -1,4 +1,4 @@
-"""Shared fixtures. prunekit's own fixtures for plugin authors come from ``prunekit.testing``."""
+"""Shared fixtures. prunekit's own fixtures for plugin authors come from ``prunekit.plugins.testing``."""
 
 from __future__ import annotations
 

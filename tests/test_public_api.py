@@ -26,7 +26,7 @@ PUBLIC = [
     "prunekit.plugins.surgery",
     "prunekit.errors",
     "prunekit.plugins.data",
-    "prunekit.testing",
+    "prunekit.plugins.testing",
     "prunekit.cli_shared",
     "prunekit.plugins.search.hookspecs",
     "prunekit.plugins.search.payloads",

@@ -1,7 +1,7 @@
 """ShortGPT as a user meets it: installed by pip, named in ``--plugins``, checked for exactness.
 
 The fixtures ``prunekit_plugins`` and ``tiny_model`` come from prunekit's pytest plugin
-(``prunekit.testing``), which installing prunekit makes available to every test suite.
+(``prunekit.plugins.testing``), which installing prunekit makes available to every test suite.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Tests of the template plugin, run after ``pip install -e .``.
 
 ``prunekit_plugins`` and ``tiny_model`` are fixtures from prunekit's pytest plugin
-(``prunekit.testing``): installing prunekit makes them available to every test suite.
+(``prunekit.plugins.testing``): installing prunekit makes them available to every test suite.
 """
 
 from __future__ import annotations
