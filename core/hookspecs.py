@@ -177,7 +177,7 @@ def add_hookspecs(pluginmanager: pluggy.PluginManager) -> None:
 
     Called for every plugin as it is registered (historic, like pytest's ``pytest_addhooks``), before any hook
     is called, so a plugin running a process of its own can let others take part: the built-in ``search`` adds
-    ``select_ratio`` for the selector plugins. Mark the hookspecs with :data:`hookspec` so that pluggy checks
+    ``select_ratio`` for the selector plugins (and the built-in ``trace``, registered first, watches the calls). Mark the hookspecs with :data:`hookspec` so that pluggy checks
     implementations against them as it checks the core's. An implementation of a hook another plugin adds is
     marked ``@hookimpl(optionalhook=True)``: with that plugin disabled, the hook does not exist."""
 

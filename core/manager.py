@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 import pluggy
 from pydantic import BaseModel, ValidationError
 
-from prunekit import hookspecs, tracing
+from prunekit import hookspecs
 from prunekit.config import describe_validation_error
 from prunekit.errors import UsageError
 
@@ -42,6 +42,7 @@ LOAD_ENV = "PRUNEKIT_LOAD_PLUGINS"
 DISABLE_ENV = "PRUNEKIT_DISABLE_PLUGINS"
 
 DEFAULT_PLUGINS: dict[str, str] = {
+    "trace": "prunekit.plugins.trace",
     "slicer": "prunekit.plugins.slicer",
     "discovery": "prunekit.plugins.discovery",
     "report": "prunekit.plugins.report",
@@ -127,8 +128,6 @@ class Plugins:
                 self.pm.register(importlib.import_module(module), name=name)
         self.pm.check_pending()
         self._load_entry_points()
-        if tracing.enabled():  # the calls after loading: add_hookspecs, as each plugin registers, is part of it
-            tracing.trace(self.pm)
 
     def _load_entry_points(self) -> None:
         allowed = _names_from_env(LOAD_ENV)
@@ -217,7 +216,8 @@ class Plugins:
     def call_order(self) -> dict[str, list[str]]:
         """Every hook (:meth:`hookspecs`) with its plugins in the order pluggy asks them (``core plugins list
         --hooks``); ``recover`` alone runs its selected plugins in the run's ``--plugins`` order instead."""
-        return {name: tracing.call_order(getattr(self.pm.hook, name).get_hookimpls()) for name in self.hookspecs()}
+        return {name: [impl.plugin_name for impl in reversed(getattr(self.pm.hook, name).get_hookimpls())]
+                for name in self.hookspecs()}
 
     def implementers(self, hook: str) -> list[str]:
         """Every registered plugin implementing ``hook``, whether or not a run selects it."""

@@ -1,5 +1,6 @@
-"""``PRUNEKIT_TRACE_PLUGINS=1``: log every hook call with the plugins it asked and how long it took (docs/plugins.md),
-from the moment the plugins load (``add_hookspecs`` is called as each registers).
+"""``trace``: with ``PRUNEKIT_TRACE_PLUGINS=1``, log every hook call with the plugins it asked and how long it took
+(docs/plugins.md). The first built-in registered, it is handed the plugin manager (``add_hookspecs``) before any
+other plugin is, as pytest's own tracing is a plugin of pytest, and so sees every call once they have loaded.
 
 Built on pluggy's ``add_hookcall_monitoring``, which sees each call (the per-run subset callers' too) with the
 implementations pluggy is about to ask: a first-result hook's line names them in the order asked, not only the one that
@@ -15,6 +16,8 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
+
+from prunekit import hookimpl
 
 if TYPE_CHECKING:
     import pluggy
@@ -61,8 +64,18 @@ def trace(pm: pluggy.PluginManager) -> Callable[[], None]:
 
     def after(outcome: pluggy.Result[Any], hook_name: str, hook_impls: Sequence[Any], kwargs: Any) -> None:
         seconds = time.perf_counter() - starts.pop()
+        if hook_name == "add_hookspecs":  # each plugin's registration replaying it: loading, not a call
+            return
         plugins = ", ".join(call_order(hook_impls)) or "no plugin"
         failed = f", raised {type(outcome.exception).__name__}" if outcome.exception else ""
         log.info("hook %s [%s] %.3f s%s", hook_name, plugins, seconds, failed)
 
     return pm.add_hookcall_monitoring(before, after)
+
+
+@hookimpl
+def add_hookspecs(pluginmanager: pluggy.PluginManager) -> None:
+    """Watch the calls of the registry this plugin joins, when ``PRUNEKIT_TRACE_PLUGINS`` asks for it: registered
+    first, it sees every call after the plugins have loaded."""
+    if enabled():
+        trace(pluginmanager)
