@@ -99,18 +99,6 @@ def write_json(target: Path, content: Any, **dump: Any) -> None:
     write_text(target, json.dumps(content, **dump) + "\n")
 
 
-def save_figure(figure: Any, target: Path, **options: Any) -> None:
-    """A finished matplotlib figure, laid out tightly, in the format of ``target``'s suffix
-    (``options``: ``savefig``'s); the figure is closed after."""
-    from matplotlib import pyplot as plt
-
-    figure.tight_layout()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with staged(target) as path:
-        figure.savefig(path, format=target.suffix.lstrip(".") or "png", **options)
-    plt.close(figure)
-
-
 def save_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase | None, target: Path) -> None:
     """``save_pretrained`` (safetensors) with the tokenizer, renamed into ``target`` when complete
     (replacing a rerun's earlier model)."""

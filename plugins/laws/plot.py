@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from prunekit import files
+from prunekit.plugins import figures
 from prunekit.plugins.laws.analysis import METRICS, FitReport
 from prunekit.plugins.laws.law import LawForm
 from prunekit.plugins.laws.points import Point
@@ -21,10 +21,7 @@ LABELS = {"loss": "test loss (cross-entropy)", "accuracy": "mean zero-shot accur
 
 def plot_fit(report: FitReport, points: list[Point], target: Path) -> None:
     """Write the figure to ``target`` (PNG) with matplotlib's file-only Agg backend."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
+    plt = figures.pyplot()
 
     metrics = [m for m in METRICS if m in report.laws]
     figure, axes = plt.subplots(1, len(metrics), figsize=(6 * len(metrics), 4.5), squeeze=False)
@@ -56,4 +53,4 @@ def plot_fit(report: FitReport, points: list[Point], target: Path) -> None:
         axis.set_xlabel("compression ratio r")
         axis.set_ylabel(LABELS[metric])
         axis.legend(fontsize="small")
-    files.save_figure(figure, target, dpi=120)
+    figures.save_figure(figure, target, dpi=120)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from prunekit import files
+from prunekit.plugins import figures
 from prunekit.rendering import generation_lines, metric_rows, parameter_rows, reach_line, speedup_line
 
 if TYPE_CHECKING:
@@ -40,10 +40,7 @@ def recovery_curves(steps: list[RecoveryStep]) -> dict[str, list[dict[str, float
 
 def plot_curves(found: dict[str, list[dict[str, float]]], target: Path) -> None:
     """One figure with every curve, written atomically with matplotlib's file-only backend."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
+    plt = figures.pyplot()
 
     figure, axis = plt.subplots(figsize=(7, 4))
     for name, points in found.items():
@@ -51,7 +48,7 @@ def plot_curves(found: dict[str, list[dict[str, float]]], target: Path) -> None:
         axis.plot(xs, ys, marker="." if len(points) < 50 else None, label=name.replace("_", " "))
     axis.set_xlabel(next(iter(next(iter(found.values()))[0])))
     axis.legend()
-    files.save_figure(figure, target, dpi=110)
+    figures.save_figure(figure, target, dpi=110)
 
 
 def _recovery_lines(steps: list[RecoveryStep]) -> list[str]:

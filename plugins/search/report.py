@@ -14,6 +14,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from prunekit import files
+from prunekit.plugins import figures
 from prunekit.plugins.search.driver import Outcome
 from prunekit.plugins.search.objective import Objective
 from prunekit.plugins.search.payloads import Candidate
@@ -125,10 +126,7 @@ def pareto(rows: list[Evaluated]) -> list[str]:
 
 def plot_frontier(summary: Summary, target: Path) -> None:
     """Quality against latency for every measured configuration (matplotlib's file-only backend)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
+    plt = figures.pyplot()
 
     figure, axis = plt.subplots(figsize=(7, 4.5))
     rows = [r for r in summary.evaluated if r.latency is not None]
@@ -156,7 +154,7 @@ def plot_frontier(summary: Summary, target: Path) -> None:
     axis.set_ylabel(summary.objective)
     axis.set_title(f"{summary.model}: quality vs latency")
     axis.legend(fontsize="small")
-    files.save_figure(figure, target, dpi=120)
+    figures.save_figure(figure, target, dpi=120)
 
 
 def _fmt(value: float | None, digits: int = 4) -> str:
