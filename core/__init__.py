@@ -1,9 +1,8 @@
 """prunekit: structured slicing of large language models, every step a plugin.
 
-Plugin authors need only :data:`hookimpl` from here; everything else a plugin touches arrives in the typed
-payloads of :mod:`prunekit.payloads`. Users call :func:`run` (a run from Python) and :func:`load` (a checkpoint
-prunekit wrote, :mod:`prunekit.loading`); both import torch and transformers only when called, so
-``core --version`` stays fast.
+Plugin authors need only :data:`hookimpl` from here; everything else a plugin touches arrives in the typed payloads of
+:mod:`prunekit.payloads`. Users call :func:`run` (a run from Python) and :func:`load` (a checkpoint prunekit wrote,
+:mod:`prunekit.loading`); both import torch and transformers only when called, so ``core --version`` stays fast.
 """
 
 from __future__ import annotations
@@ -28,8 +27,8 @@ def run(model: str, plugins: Sequence[str] = (), ratio: float = 0.0, **settings:
 
     ``settings`` are the run config's other fields, checked the same way: ``output``, ``tasks``, ``limit``, ``seed``,
     ``device``, ``dtype``, ``ratios`` and ``options={plugin: {key: value}}`` (what ``-o plugin.key=value`` sets). Bad
-    input raises :class:`prunekit.errors.UsageError` before anything is written. As on the command line, nothing touches
-    the Hugging Face Hub unless a Hub model or dataset is named (:mod:`prunekit.hub`)."""
+    input raises :class:`prunekit.errors.UsageError` before anything is written. As on the command line, nothing
+    touches the Hugging Face Hub unless a Hub model or dataset is named (:mod:`prunekit.hub`)."""
     from prunekit import hub, pipeline
     from prunekit.config import build_config
     from prunekit.manager import get_plugins

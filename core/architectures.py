@@ -1,10 +1,9 @@
 """Architecture adapters: where a model family keeps the parts that slicing touches.
 
-The core knows no family by name: ``register_architectures`` hands over the adapters plugins write for a
-family, and for a model none of them claims ``derive_architecture`` asks the plugins to derive one from the
-model itself (the built-in ``discovery`` does). :class:`Architecture` is the interface every adapter
-implements and pruners call; the module surgery an adapter's ``slice`` is made of is the plugins' to share
-(docs/api.md).
+The core knows no family by name: ``register_architectures`` hands over the adapters plugins write for a family, and
+for a model none of them claims ``derive_architecture`` asks the plugins to derive one from the model itself (the
+built-in ``discovery`` does). :class:`Architecture` is the interface every adapter implements and pruners call; the
+module surgery an adapter's ``slice`` is made of is the plugins' to share (docs/api.md).
 """
 
 from __future__ import annotations
@@ -44,8 +43,8 @@ class Architecture(ABC):
     """Why a dimension the family has is not offered, in words, for the error that refuses it."""
 
     def require(self, dimension: Dimension) -> None:
-        """Refuse ``dimension`` with one line, and the reason where the adapter knows it, unless it can be sliced
-        into a stock checkpoint."""
+        """Refuse ``dimension`` with one line, and the reason where the adapter knows it, unless it can be sliced into
+        a stock checkpoint."""
         if dimension not in self.dimensions:
             reason = self.reasons.get(dimension)
             raise UsageError(f"{self.family} models cannot be sliced along {dimension.value} into a stock "
@@ -61,14 +60,13 @@ class Architecture(ABC):
 
     @abstractmethod
     def ffn_input_weight(self, layer: nn.Module) -> torch.Tensor:
-        """The FFN input projection as ``[channels, hidden]`` (gate_proj, or fc1; GPT-2's Conv1D transposed),
-        the matrix weight-only pruners such as PruneNet score."""
+        """The FFN input projection as ``[channels, hidden]`` (gate_proj, or fc1; GPT-2's Conv1D transposed), the
+        matrix weight-only pruners such as PruneNet score."""
 
     @abstractmethod
     def output_projection(self, layer: nn.Module, dimension: Dimension) -> nn.Module:
-        """The module whose *input* features are the units of ``dimension`` (down_proj / fc2 for FFN channels,
-        o_proj for heads). Zeroing its input columns removes those units' effect; activation-aware pruners hook
-        its input."""
+        """The module whose *input* features are the units of ``dimension`` (down_proj / fc2 for FFN channels, o_proj
+        for heads). Zeroing its input columns removes those units' effect; activation-aware pruners hook its input."""
 
     @abstractmethod
     def slice(self, layer: nn.Module, dimension: Dimension, keep: torch.Tensor) -> None:
@@ -76,8 +74,8 @@ class Architecture(ABC):
 
     @abstractmethod
     def sync_config(self, model: PreTrainedModel) -> bool:
-        """Rewrite the config fields of the sliced dimensions from the modules' actual shapes; ``False`` when
-        layers differ in size, which no stock config can express."""
+        """Rewrite the config fields of the sliced dimensions from the modules' actual shapes; ``False`` when layers
+        differ in size, which no stock config can express."""
 
     @abstractmethod
     def drop_layers(self, model: PreTrainedModel, keep: list[int]) -> None:
@@ -89,8 +87,8 @@ _DERIVED: weakref.WeakKeyDictionary[PreTrainedModel, Architecture] = weakref.Wea
 
 def resolve(model: PreTrainedModel, adapters: list[Architecture],
             derive: Callable[[PreTrainedModel], Architecture | None]) -> Architecture:
-    """The registered adapter for ``model``'s family, else the one ``derive`` finds from the model itself (once
-    per model object: deriving replays layers), else a one-line :class:`UsageError` naming the model type."""
+    """The registered adapter for ``model``'s family, else the one ``derive`` finds from the model itself (once per
+    model object: deriving replays layers), else a one-line :class:`UsageError` naming the model type."""
     model_type = getattr(model.config, "model_type", None)
     for adapter in adapters:
         if model_type in adapter.model_types:

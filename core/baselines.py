@@ -1,12 +1,11 @@
 """The uncompressed model's metrics, measured once and reused by later runs of the same model.
 
-Repeated runs of one model (a ratio sweep, another pruner) would otherwise pay again for the
-deterministic, costly "before" evaluation. Each evaluator's result is cached under
-``files.cache_root()/baselines/<fingerprint>/`` keyed by everything that could change it
-(:func:`cache_key`). Measured in every run instead: an evaluator that returned nothing (a later run
-may succeed), latency (it depends on the machine's load, so both stages are timed in one process)
-and evaluators whose code has no identity across processes (in-process plugins). See
-docs/evaluation.md; ``PRUNEKIT_NO_BASELINE_CACHE=1`` measures everything afresh and stores nothing.
+Repeated runs of one model (a ratio sweep, another pruner) would otherwise pay again for the deterministic, costly
+"before" evaluation. Each evaluator's result is cached under ``files.cache_root()/baselines/<fingerprint>/`` keyed by
+everything that could change it (:func:`cache_key`). Measured in every run instead: an evaluator that returned nothing
+(a later run may succeed), latency (it depends on the machine's load, so both stages are timed in one process) and
+evaluators whose code has no identity across processes (in-process plugins). See docs/evaluation.md;
+``PRUNEKIT_NO_BASELINE_CACHE=1`` measures everything afresh and stores nothing.
 """
 
 from __future__ import annotations
@@ -38,8 +37,8 @@ _ENTRY = TypeAdapter(Metrics)
 
 
 def _code_identity(plugins: Plugins, name: str) -> str | None:
-    """What identifies an evaluator's code across processes: its distribution's version, or for a
-    built-in prunekit's version and its module's source; ``None`` for an in-process plugin."""
+    """What identifies an evaluator's code across processes: its distribution's version, or for a built-in prunekit's
+    version and its module's source; ``None`` for an in-process plugin."""
     info = next((info for info in plugins.infos() if info.name == name), None)
     if info is None:
         return None

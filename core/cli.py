@@ -1,11 +1,11 @@
 """The ``core`` / ``prunekit`` command line (one Typer app under two names).
 
-``run`` is the core's own command; every other comes from a plugin through ``register_commands``, called
-once as this module builds the app (``core eval``, ``core plugins``, ``core search``, ``core laws``).
+``run`` is the core's own command; every other comes from a plugin through ``register_commands``, called once as this
+module builds the app (``core eval``, ``core plugins``, ``core search``, ``core laws``).
 
-Exit codes: 0 success; 2 bad input, one line on stderr naming the problem (click's parse errors too:
-:func:`main`); 1 a failure during the run; 130 after Ctrl-C. ``--json`` puts the result alone on stdout;
-progress, logs and whatever a library prints go to stderr (:func:`prunekit.cli_shared.json_stdout`).
+Exit codes: 0 success; 2 bad input, one line on stderr naming the problem (click's parse errors too: :func:`main`); 1
+a failure during the run; 130 after Ctrl-C. ``--json`` puts the result alone on stdout; progress, logs and whatever a
+library prints go to stderr (:func:`prunekit.cli_shared.json_stdout`).
 """
 
 from __future__ import annotations
@@ -115,8 +115,8 @@ manager.get_plugins().register_commands(app)  # core eval, plugins, search, laws
 
 
 def usage_line(error: ClickError) -> str:
-    """Click's error (a bad value, a missing or unknown option, an unknown command, an extra
-    argument) as the one line of the error contract, with where to read the usage."""
+    """Click's error (a bad value, a missing or unknown option, an unknown command, an extra argument) as the one line
+    of the error contract, with where to read the usage."""
     line = "Error: " + " ".join(error.format_message().split())
     ctx = getattr(error, "ctx", None)
     if ctx is not None and ctx.command.get_help_option(ctx) is not None:
@@ -125,10 +125,10 @@ def usage_line(error: ClickError) -> str:
 
 
 def main() -> None:
-    """The ``core`` script: ``app`` with click's own errors in one line too. Standalone, click would print
-    a usage block and a boxed message for a parse error; here it returns the exit code of ``typer.Exit``
-    (``--help``, ``--version``, the commands' own exits, 130 after Ctrl-C) and raises its errors,
-    reported as one line on stderr with their exit code (2 for a usage error)."""
+    """The ``core`` script: ``app`` with click's own errors in one line too. Standalone, click would print a usage
+    block and a boxed message for a parse error; here it returns the exit code of ``typer.Exit`` (``--help``,
+    ``--version``, the commands' own exits, 130 after Ctrl-C) and raises its errors, reported as one line on stderr
+    with their exit code (2 for a usage error)."""
     command = typer.main.get_command(app)
     try:
         code = command.main(standalone_mode=False)

@@ -1,8 +1,8 @@
-"""What the ``core`` command and the commands plugins add to it (``register_commands``) share: the
-consoles, the error contract, ``--json``'s stdout and the option types (docs/api.md).
+"""What the ``core`` command and the commands plugins add to it (``register_commands``) share: the consoles, the error
+contract, ``--json``'s stdout and the option types (docs/api.md).
 
-A module of its own so that the plugins' command modules import it, not ``prunekit.cli``, which
-mounts them: the command line then loads in any order, ``python -m prunekit.cli`` included.
+A module of its own so that the plugins' command modules import it, not ``prunekit.cli``, which mounts them: the
+command line then loads in any order, ``python -m prunekit.cli`` included.
 """
 
 from __future__ import annotations
@@ -54,10 +54,10 @@ def _flush_c_stdio() -> None:
 def json_stdout() -> Iterator[None]:
     """While a ``--json`` command runs, stdout carries only what :func:`emit_json` writes.
 
-    Anything else (a library's ``print``, rich's stdout console, a subprocess inheriting descriptor 1)
-    goes to stderr: stdout's descriptor is pointed at stderr's (``os.dup2``), the real one kept for
-    :func:`emit_json`. Where stdout has no descriptor (click's ``CliRunner``, pytest's ``capsys``),
-    ``sys.stdout`` is swapped for ``sys.stderr`` instead. Restored afterwards, on errors too; nested, a no-op."""
+    Anything else (a library's ``print``, rich's stdout console, a subprocess inheriting descriptor 1) goes to stderr:
+    stdout's descriptor is pointed at stderr's (``os.dup2``), the real one kept for :func:`emit_json`. Where stdout
+    has no descriptor (click's ``CliRunner``, pytest's ``capsys``), ``sys.stdout`` is swapped for ``sys.stderr``
+    instead. Restored afterwards, on errors too; nested, a no-op."""
     if _json_stdout:
         yield
         return
@@ -97,9 +97,9 @@ def emit_json(text: str) -> None:
 
 
 def reports_errors(command: F) -> F:
-    """Bad input → one line and exit 2; a failure → one line and exit 1 (traceback with -v);
-    Ctrl-C → one line saying what was kept, exit 130. With ``as_json`` (``--json``) the command
-    runs in :func:`json_stdout`: its document, written by :func:`emit_json`, is alone on stdout."""
+    """Bad input → one line and exit 2; a failure → one line and exit 1 (traceback with -v); Ctrl-C → one line saying
+    what was kept, exit 130. With ``as_json`` (``--json``) the command runs in :func:`json_stdout`: its document,
+    written by :func:`emit_json`, is alone on stdout."""
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:

@@ -1,7 +1,7 @@
 """Run configuration: one pydantic model, from a YAML or TOML file and CLI flags.
 
-Flags override file values; pydantic validates the merged result, and any invalid value becomes
-a one-line :class:`UsageError` that names the field and the reason, before the run starts.
+Flags override file values; pydantic validates the merged result, and any invalid value becomes a one-line
+:class:`UsageError` that names the field and the reason, before the run starts.
 """
 
 from __future__ import annotations
@@ -81,8 +81,8 @@ def read_config_file(path: Path) -> dict[str, Any]:
 
 
 def parse_option(assignment: str) -> tuple[str, str, Any]:
-    """``-o prunenet.episodes=5`` → ``("prunenet", "episodes", 5)``; the value is read as YAML,
-    so numbers, booleans and ``[a, b]`` lists arrive typed."""
+    """``-o prunenet.episodes=5`` → ``("prunenet", "episodes", 5)``; the value is read as YAML, so numbers, booleans
+    and ``[a, b]`` lists arrive typed."""
     key, sep, raw = assignment.partition("=")
     plugin, dot, field = key.strip().partition(".")
     if not (sep and dot and plugin and field):

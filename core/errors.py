@@ -1,7 +1,7 @@
 """The one error type that means "the user asked for something we cannot do".
 
-The CLI turns :class:`UsageError` into a one-line message and exit code 2 (bad input); any other exception is a failure
-during the run (exit code 1). Raising it early, before anything is written, is how bad input "loses nothing".
+The CLI turns :class:`UsageError` into a one-line message and exit code 2 (bad input); any other exception is a
+failure during the run (exit code 1). Raising it early, before anything is written, is how bad input "loses nothing".
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ class UsageError(Exception):
 
 
 class Interrupted(KeyboardInterrupt):
-    """Ctrl-C during a command, carrying what it kept and how to resume; the CLI prints that as
-    one line and exits 130 (128 + SIGINT, the shell's convention)."""
+    """Ctrl-C during a command, carrying what it kept and how to resume; the CLI prints that as one line and exits 130
+    (128 + SIGINT, the shell's convention)."""
 
     def __init__(self, kept: str) -> None:
         super().__init__(kept)
@@ -27,8 +27,8 @@ class Interrupted(KeyboardInterrupt):
 
 @contextmanager
 def keeps_on_interrupt(kept: str | Callable[[], str]) -> Iterator[None]:
-    """Turn Ctrl-C inside the block into :class:`Interrupted` saying ``kept`` (a callable is asked
-    when the interrupt comes, when what is on disk is known; an inner block's own word stands)."""
+    """Turn Ctrl-C inside the block into :class:`Interrupted` saying ``kept`` (a callable is asked when the interrupt
+    comes, when what is on disk is known; an inner block's own word stands)."""
     try:
         yield
     except Interrupted:

@@ -1,12 +1,11 @@
 """Where prunekit keeps its files, and files written whole or not at all.
 
-:func:`cache_root` holds everything prunekit computes once and reuses: converted built-in models,
-tokenized text, baseline metrics, learned policies; :func:`shared_data_dir` is the benchmark data
-it reads.
+:func:`cache_root` holds everything prunekit computes once and reuses: converted built-in models, tokenized text,
+baseline metrics, learned policies; :func:`shared_data_dir` is the benchmark data it reads.
 
-Everything is written under a staging name beside its target (``.<name>.tmp-<pid>``) and renamed
-into place, so an interrupted write never leaves a half-written file or directory that looks
-complete. :data:`STAGED` matches those names, so that a rerun can sweep what a killed one left.
+Everything is written under a staging name beside its target (``.<name>.tmp-<pid>``) and renamed into place, so an
+interrupted write never leaves a half-written file or directory that looks complete. :data:`STAGED` matches those
+names, so that a rerun can sweep what a killed one left.
 """
 
 from __future__ import annotations
@@ -33,17 +32,15 @@ def cache_root() -> Path:
 
 
 def shared_data_dir() -> Path | None:
-    """The benchmark data folder (zero-shot task files): ``$PRUNEKIT_DATA``, else ``../shared/data``
-    from the working directory (the project checkout's neighbour on the development machines),
-    else ``None``."""
+    """The benchmark data folder (zero-shot task files): ``$PRUNEKIT_DATA``, else ``../shared/data`` from the working
+    directory (the project checkout's neighbour on the development machines), else ``None``."""
     configured = os.environ.get(DATA_ENV)
     candidate = Path(configured) if configured else Path.cwd().parent / "shared" / "data"
     return candidate if candidate.is_dir() else None
 
 
 STAGED = re.compile(r"^\..+\.(tmp|old)-\d+$")
-"""The names :func:`staging` gives: a target's staging file or directory, and (``old``) a
-directory being replaced."""
+"""The names :func:`staging` gives: a target's staging file or directory, and (``old``) a directory being replaced."""
 
 
 def staging(target: Path, kind: str = "tmp") -> Path:
@@ -60,8 +57,8 @@ def remove(path: Path) -> None:
 
 
 def replace(source: Path, target: Path) -> None:
-    """Rename ``source`` onto ``target``; a directory replaces an existing one (which a rename
-    alone cannot), moved aside first and removed after."""
+    """Rename ``source`` onto ``target``; a directory replaces an existing one (which a rename alone cannot), moved
+    aside first and removed after."""
     if source.is_dir() and target.is_dir():
         replaced = staging(target, "old")
         os.replace(target, replaced)
@@ -73,8 +70,8 @@ def replace(source: Path, target: Path) -> None:
 
 @contextmanager
 def staged(target: Path) -> Iterator[Path]:
-    """The staging path of ``target`` (cleared first): what the block writes there, a file or a
-    directory, is renamed onto ``target`` when the block finishes, and removed if it fails."""
+    """The staging path of ``target`` (cleared first): what the block writes there, a file or a directory, is renamed
+    onto ``target`` when the block finishes, and removed if it fails."""
     path = staging(target)
     remove(path)
     try:
@@ -100,8 +97,8 @@ def write_json(target: Path, content: Any, **dump: Any) -> None:
 
 
 def save_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase | None, target: Path) -> None:
-    """``save_pretrained`` (safetensors) with the tokenizer, renamed into ``target`` when complete
-    (replacing a rerun's earlier model)."""
+    """``save_pretrained`` (safetensors) with the tokenizer, renamed into ``target`` when complete (replacing a
+    rerun's earlier model)."""
     with staged(target) as staging:
         model.save_pretrained(staging)
         if tokenizer is not None:

@@ -1,8 +1,8 @@
 """A typed facade over ``pm.hook`` for one run: one method per hook, only the active plugins.
 
-The pipeline reads as plain calls (``hooks.score_importance(request)``) while pluggy dispatches. Plugins a
-run did not select are left out (pluggy's ``subset_hook_caller``); core plugins always take part.
-Evaluators are the exception that makes defaults useful: when the run names none, every installed one measures.
+The pipeline reads as plain calls (``hooks.score_importance(request)``) while pluggy dispatches. Plugins a run did not
+select are left out (pluggy's ``subset_hook_caller``); core plugins always take part. Evaluators are the exception
+that makes defaults useful: when the run names none, every installed one measures.
 """
 
 from __future__ import annotations
@@ -80,8 +80,8 @@ class Hooks:
             raise RuntimeError(f"no plugin sliced layer {request.layer_index}")
 
     def recoverers(self, order: list[str]) -> list[str]:
-        """Active plugins that implement ``recover``, in the order of ``order`` (the run's
-        ``--plugins``), the order in which they recover."""
+        """Active plugins that implement ``recover``, in the order of ``order`` (the run's ``--plugins``), the order
+        in which they recover."""
         names = implementers(self._recover)
         return [name for name in order if name in names]
 
@@ -112,14 +112,14 @@ class Hooks:
         return results[0] if results else None
 
     def call(self, hook: str, request: object) -> Any:
-        """Any hook by name, on the active plugins only: for the hooks that plugins add
-        (``add_hookspecs``), which this facade has no method for."""
+        """Any hook by name, on the active plugins only: for the hooks that plugins add (``add_hookspecs``), which
+        this facade has no method for."""
         return self._pm.subset_hook_caller(hook, self._inactive)(request=request)
 
 
 def implementers(caller: pluggy.HookCaller) -> list[str]:
-    """The plugins implementing the hook that ``caller`` calls (a registry's whole hook, or a run's
-    subset of it), in the order they registered: pluggy calls them last first."""
+    """The plugins implementing the hook that ``caller`` calls (a registry's whole hook, or a run's subset of it), in
+    the order they registered: pluggy calls them last first."""
     return [impl.plugin_name for impl in caller.get_hookimpls()]
 
 

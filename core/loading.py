@@ -1,11 +1,11 @@
 """``prunekit.load(DIR)``: load a checkpoint whose layers differ in size, which no stock config can say.
 
-A stock config holds one ``intermediate_size`` and one head count for all layers. When a pruner keeps
-different counts per layer, the checkpoint is the usual safetensors one with the counts under
-``prunekit_layer_units`` in its config: the loader builds the model from the config, shrinks each layer to its
-recorded size through the family's adapter, then loads the weights (no pickle anywhere). A checkpoint with
-modules the stock family lacks (SliceGPT's shortcut matrices) records under ``prunekit_structure`` which plugin
-wrote it, and the plugins (``restore_structure``) rebuild those modules before the weights load.
+A stock config holds one ``intermediate_size`` and one head count for all layers. When a pruner keeps different counts
+per layer, the checkpoint is the usual safetensors one with the counts under ``prunekit_layer_units`` in its config:
+the loader builds the model from the config, shrinks each layer to its recorded size through the family's adapter,
+then loads the weights (no pickle anywhere). A checkpoint with modules the stock family lacks (SliceGPT's shortcut
+matrices) records under ``prunekit_structure`` which plugin wrote it, and the plugins (``restore_structure``) rebuild
+those modules before the weights load.
 """
 
 from __future__ import annotations
@@ -35,19 +35,19 @@ def needs_prunekit(directory: Path) -> bool:
 
 
 def check_checkpoint(directory: Path) -> list[Path]:
-    """The safetensors files of the checkpoint in ``directory``, after checking that it has a config and that
-    each file is there and readable (:func:`weight_files`); a ``UsageError`` naming what is wrong otherwise."""
+    """The safetensors files of the checkpoint in ``directory``, after checking that it has a config and that each
+    file is there and readable (:func:`weight_files`); a ``UsageError`` naming what is wrong otherwise."""
     if not (directory / "config.json").is_file():
         raise UsageError(f"no config.json in {directory}")
     return weight_files(directory)
 
 
 def weight_files(directory: Path) -> list[Path]:
-    """The safetensors files a checkpoint loads from, in transformers' order (``model.safetensors``, else the
-    shards its index names), each checked readable; none for a checkpoint without them (``pytorch_model.bin``,
-    left to transformers). Only headers are read (:func:`check_weights_file`), so a good checkpoint costs
-    milliseconds; a missing shard, a truncated file or a corrupt header is a usage error naming the file, not
-    a library's traceback halfway through loading."""
+    """The safetensors files a checkpoint loads from, in transformers' order (``model.safetensors``, else the shards
+    its index names), each checked readable; none for a checkpoint without them (``pytorch_model.bin``, left to
+    transformers). Only headers are read (:func:`check_weights_file`), so a good checkpoint costs milliseconds; a
+    missing shard, a truncated file or a corrupt header is a usage error naming the file, not a library's traceback
+    halfway through loading."""
     if (directory / WEIGHTS).is_file():
         files = [directory / WEIGHTS]
     elif (index := directory / INDEX).is_file():
@@ -67,8 +67,8 @@ def weight_files(directory: Path) -> list[Path]:
 
 
 def check_weights_file(file: Path) -> None:
-    """Whether safetensors can open ``file``: its header parses and its tensors' byte ranges cover the file
-    exactly, which also catches a file truncated in its data (the header alone is read)."""
+    """Whether safetensors can open ``file``: its header parses and its tensors' byte ranges cover the file exactly,
+    which also catches a file truncated in its data (the header alone is read)."""
     try:
         with safe_open(file, framework="pt") as handle:
             handle.keys()
@@ -100,8 +100,8 @@ def _state_dict(directory: Path) -> dict[str, torch.Tensor]:
 
 
 def load(directory: str | Path, dtype: torch.dtype | None = None):
-    """Load a prunekit checkpoint, stock, with per-layer sizes or with a plugin's structure, as a transformers
-    model in eval mode. A directory without a config, or with a missing or unreadable weights file, is a
+    """Load a prunekit checkpoint, stock, with per-layer sizes or with a plugin's structure, as a transformers model
+    in eval mode. A directory without a config, or with a missing or unreadable weights file, is a
     :class:`~prunekit.errors.UsageError` naming it."""
     from transformers import AutoConfig, AutoModelForCausalLM
 

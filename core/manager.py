@@ -1,9 +1,9 @@
 """Finding and registering plugins: built-ins and third-party packages through one path.
 
-Built-ins are listed in :data:`DEFAULT_PLUGINS` (the only place the core names them) and registered with ``pm.register``
-exactly as entry-point plugins are. Third-party plugins come from the entry-point group ``prunekit``, one entry point at
-a time, so that a plugin that fails to import, has a wrong hook signature or implements a hook that does not exist is
-recorded as a :class:`PluginFailure` and the others still load.
+Built-ins are listed in :data:`DEFAULT_PLUGINS` (the only place the core names them) and registered with
+``pm.register`` exactly as entry-point plugins are. Third-party plugins come from the entry-point group ``prunekit``,
+one entry point at a time, so that a plugin that fails to import, has a wrong hook signature or implements a hook that
+does not exist is recorded as a :class:`PluginFailure` and the others still load.
 
 Every command that reads the registry imports every plugin module: a registered module imports heavy libraries inside
 its hook bodies, never at its top (docs/plugins.md, "Keep the module light to import").
@@ -67,9 +67,9 @@ DEFAULT_PLUGINS: dict[str, str] = {
 }
 """Every built-in plugin, by its name: the one ``--plugins`` takes, for those that take part in runs."""
 CORE_PLUGINS: dict[str, str] = {name: DEFAULT_PLUGINS[name] for name in ("slicer", "discovery", "report")}
-"""Built-ins that take part in every run without being named in ``--plugins``: the structural slicer,
-``discovery`` (``derive_architecture``: the adapter of a model no plugin registers one for, so that a
-family needs no plugin of its own) and ``report`` (``render_report``: ``report.md``, the model card)."""
+"""Built-ins that take part in every run without being named in ``--plugins``: the structural slicer, ``discovery``
+(``derive_architecture``: the adapter of a model no plugin registers one for, so that a family needs no plugin of its
+own) and ``report`` (``render_report``: ``report.md``, the model card)."""
 
 
 @dataclass(frozen=True)
@@ -158,9 +158,9 @@ class Plugins:
                 for plugin, dist in self.pm.list_plugin_distributions()}
 
     def register_commands(self, cli: typer.Typer) -> None:
-        """Every plugin's commands added to ``cli`` (``register_commands``), one plugin at a time in
-        pluggy's call order. A plugin whose registration raises is recorded as failed and unregistered,
-        like one that fails to import, and the commands and sub-apps it had added are taken back."""
+        """Every plugin's commands added to ``cli`` (``register_commands``), one plugin at a time in pluggy's call
+        order. A plugin whose registration raises is recorded as failed and unregistered, like one that fails to
+        import, and the commands and sub-apps it had added are taken back."""
         dists = self._distributions()
         for impl in reversed(self.pm.hook.register_commands.get_hookimpls()):  # pluggy's call order
             commands, groups = len(cli.registered_commands), len(cli.registered_groups)
@@ -186,9 +186,9 @@ class Plugins:
         self._sources.clear()
 
     def model_source(self, name: str) -> ModelSource | None:
-        """The model an installed plugin provides under ``name`` (``model_source``, every plugin
-        asked), ``None`` for a local directory or a Hub id. Each name is asked once while the
-        plugins stay the same: a run's load and its model card share one answer."""
+        """The model an installed plugin provides under ``name`` (``model_source``, every plugin asked), ``None`` for
+        a local directory or a Hub id. Each name is asked once while the plugins stay the same: a run's load and its
+        model card share one answer."""
         if name not in self._sources:
             self._sources[name] = self.pm.hook.model_source(name=name)
         return self._sources[name]
@@ -201,8 +201,8 @@ class Plugins:
                 for name, plugin in sorted(self.pm.list_name_plugin()) if plugin is not None]
 
     def hookspecs(self) -> dict[str, Callable[..., object]]:
-        """Every hook by name with its specification: the core's (:mod:`prunekit.hookspecs`), then
-        those that plugins added (``add_hookspecs``), each module's in the order it defines them."""
+        """Every hook by name with its specification: the core's (:mod:`prunekit.hookspecs`), then those that plugins
+        added (``add_hookspecs``), each module's in the order it defines them."""
         marker = f"{hookspecs.PROJECT}_spec"
         callers = vars(self.pm.hook).values()
         modules = dict.fromkeys([hookspecs, *(caller.spec.namespace for caller in callers if caller.spec)])
@@ -231,10 +231,10 @@ class Plugins:
                 if (model := impl.function()) is not None}
 
     def resolve_options(self, config: RunConfig) -> RunConfig:
-        """``config`` with every plugin's options validated and its defaults filled in. Options for a plugin
-        that is not installed are bad input (a misspelt name would otherwise be ignored silently); selected
-        plugins with a settings model get their defaults even when the config gives none, so that the
-        report records every setting that was in effect."""
+        """``config`` with every plugin's options validated and its defaults filled in. Options for a plugin that is
+        not installed are bad input (a misspelt name would otherwise be ignored silently); selected plugins with a
+        settings model get their defaults even when the config gives none, so that the report records every setting
+        that was in effect."""
         models = self.options_models()
         registered = {name for name, plugin in self.pm.list_name_plugin() if plugin is not None}
         unknown = sorted(set(config.options) - registered)
@@ -256,8 +256,8 @@ class Plugins:
                 f"plugin {name!r} (from {failure.distribution} {failure.version}) failed to load: {failure.error}")
 
     def hooks(self, selected: list[str]) -> Hooks:
-        """The typed hook facade for a run that uses the plugins named in ``selected``; unknown names and
-        those of plugins that failed to load are bad input, reported before anything runs."""
+        """The typed hook facade for a run that uses the plugins named in ``selected``; unknown names and those of
+        plugins that failed to load are bad input, reported before anything runs."""
         from prunekit.hooks import Hooks
 
         for name in selected:

@@ -1,5 +1,5 @@
-"""The report's data model: ``report.json``'s schema (:class:`Report`) and the figures it
-derives (retention, speedup); ``render_report`` plugins write it out for people from :mod:`prunekit.rendering`.
+"""The report's data model: ``report.json``'s schema (:class:`Report`) and the figures it derives (retention,
+speedup); ``render_report`` plugins write it out for people from :mod:`prunekit.rendering`.
 """
 
 from __future__ import annotations
@@ -30,11 +30,11 @@ class Params(BaseModel):
     before: int
     after: int
     decoder_layers: Count | None = None
-    """Parameters inside the decoder layers. The rest (embeddings, LM head, final norm: ``outside_layers``) is
-    out of reach of every per-layer dimension."""
+    """Parameters inside the decoder layers. The rest (embeddings, LM head, final norm: ``outside_layers``) is out of
+    reach of every per-layer dimension."""
     units: dict[str, Count] = {}
-    """Per dimension within the layers (``ffn``, ``heads``), the parameters its units hold: what removing every
-    unit would remove, so more than any ratio of that dimension can."""
+    """Per dimension within the layers (``ffn``, ``heads``), the parameters its units hold: what removing every unit
+    would remove, so more than any ratio of that dimension can."""
 
     @computed_field
     @property
@@ -52,8 +52,8 @@ class Params(BaseModel):
     @computed_field
     @property
     def share(self) -> dict[str, float]:
-        """Each part's share of the uncompressed model's parameters: ``decoder_layers``, ``outside_layers`` and
-        every dimension of ``units``. A dimension's share is the most slicing it can remove from the model."""
+        """Each part's share of the uncompressed model's parameters: ``decoder_layers``, ``outside_layers`` and every
+        dimension of ``units``. A dimension's share is the most slicing it can remove from the model."""
         if not self.before:
             return {}
         parts = {"decoder_layers": self.decoder_layers, "outside_layers": self.outside_layers, **self.units}
@@ -194,9 +194,9 @@ class Report(BaseModel):
     @computed_field
     @property
     def ideal_speedup(self) -> float | None:
-        """The decode speedup the removed weights allow at most: generating a token reads every weight once (the
-        LM head reads the whole embedding matrix where tied), so decoding bound by memory bandwidth gains at most
-        the ratio of weight bytes, before / after: the ratio of parameters, both being stored in one dtype."""
+        """The decode speedup the removed weights allow at most: generating a token reads every weight once (the LM
+        head reads the whole embedding matrix where tied), so decoding bound by memory bandwidth gains at most the
+        ratio of weight bytes, before / after: the ratio of parameters, both being stored in one dtype."""
         return self.params.before / self.params.after if self.params.after else None
 
 

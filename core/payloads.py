@@ -1,9 +1,9 @@
 """Typed payloads that travel through prunekit's hooks.
 
-Every hook takes one request object and returns one result object (or ``None`` to let another plugin
-answer): a single argument keeps hook signatures stable, since a field added to a request breaks no plugin
-that does not read it. What each hook does with them is its docstring in :mod:`prunekit.hookspecs`;
-docs/api.md tables every field (a test fails when a field has no row there).
+Every hook takes one request object and returns one result object (or ``None`` to let another plugin answer): a single
+argument keeps hook signatures stable, since a field added to a request breaks no plugin that does not read it. What
+each hook does with them is its docstring in :mod:`prunekit.hookspecs`; docs/api.md tables every field (a test fails
+when a field has no row there).
 """
 
 from __future__ import annotations
@@ -48,8 +48,8 @@ class Dimension(str, Enum):
     HEADS = "heads"
     """Attention heads; under grouped-query attention one unit is a KV group with its query heads."""
     LAYERS = "layers"
-    """Whole decoder layers (depth): a pruner gives each layer one score, and the core keeps the top
-    ``int((1 - ratio) * layers)`` layers of the model rather than units within a layer."""
+    """Whole decoder layers (depth): a pruner gives each layer one score, and the core keeps the top ``int((1 - ratio)
+    * layers)`` layers of the model rather than units within a layer."""
     HIDDEN = "hidden"
     """The residual-stream width the embeddings, every layer and the head share. Only a whole-model slicer
     (:func:`~prunekit.hookspecs.slice_model`, e.g. SliceGPT) shrinks it; units are directions of the stream."""
@@ -80,8 +80,8 @@ class Importance:
     """One 1-D tensor per decoder layer, as long as that layer has units of ``dimension`` (for
     :attr:`Dimension.LAYERS`, one value: the layer's own score)."""
     keep_counts: list[int] | None = None
-    """Units to keep per layer, when the pruner decides them itself. ``None`` keeps ``int((1 - ratio) * units)``
-    in every layer, which is what a stock config can express. Not used with :attr:`Dimension.LAYERS`."""
+    """Units to keep per layer, when the pruner decides them itself. ``None`` keeps ``int((1 - ratio) * units)`` in
+    every layer, which is what a stock config can express. Not used with :attr:`Dimension.LAYERS`."""
     report: dict[str, Any] = field(default_factory=dict)
     """JSON-serialisable facts for the run report (settings, learning curve, timings)."""
 
@@ -92,8 +92,8 @@ class ModelSlice:
 
     dimension: Dimension
     stock: bool
-    """Whether the sliced model is still a stock architecture that ``from_pretrained`` loads; if not, its
-    config carries ``prunekit_structure`` and it loads with ``prunekit.load(DIR)``."""
+    """Whether the sliced model is still a stock architecture that ``from_pretrained`` loads; if not, its config
+    carries ``prunekit_structure`` and it loads with ``prunekit.load(DIR)``."""
     report: dict[str, Any] = field(default_factory=dict)
     """JSON-serialisable facts for the run report (settings, calibration, timings)."""
 
@@ -127,14 +127,14 @@ class RecoverRequest(_Options):
     architecture: Architecture
     config: RunConfig
     work_dir: Path
-    """Scratch for checkpoints that let a killed run resume (trainer checkpoints). The pipeline removes it
-    once it has kept the recovered model, which supersedes them."""
+    """Scratch for checkpoints that let a killed run resume (trainer checkpoints). The pipeline removes it once it has
+    kept the recovered model, which supersedes them."""
     output_dir: Path
     """The run's directory: what a plugin writes here stays with the result (LoRA's kept adapter)."""
     uncompressed: UncompressedLayers | None = None
     """The decoder layers as they were before slicing, one at a time (``uncompressed.layer(i, device)``), for
-    compensation that fits sliced layers to the uncompressed ones; ``None`` when the run sliced no layer
-    (ratio 0, or a whole-model slicer such as slicegpt)."""
+    compensation that fits sliced layers to the uncompressed ones; ``None`` when the run sliced no layer (ratio 0, or
+    a whole-model slicer such as slicegpt)."""
 
 
 @dataclass
@@ -154,9 +154,9 @@ class EvalRequest(_Options):
     tokenizer: PreTrainedTokenizerBase | None
     config: RunConfig
     stage: Literal["before", "after", "recovery"]
-    """``before`` is the uncompressed model, ``after`` the compressed one; ``recovery`` a model between two
-    recovery steps, where only cheap measures that change with the weights (perplexity) are wanted: other
-    evaluators return ``None`` there."""
+    """``before`` is the uncompressed model, ``after`` the compressed one; ``recovery`` a model between two recovery
+    steps, where only cheap measures that change with the weights (perplexity) are wanted: other evaluators return
+    ``None`` there."""
 
 
 @dataclass
@@ -174,16 +174,16 @@ class Metrics:
 
     perplexity: float | None = None
     loss: float | None = None
-    """Mean token cross-entropy (nats) on the perplexity text, ``perplexity == exp(loss)``: the "test loss"
-    that compression laws fit."""
+    """Mean token cross-entropy (nats) on the perplexity text, ``perplexity == exp(loss)``: the "test loss" that
+    compression laws fit."""
     tasks: dict[str, dict[str, float]] = field(default_factory=dict)
     """``{task: {metric: value}}``, lm-eval's task and metric names."""
     primary_metric: dict[str, str] = field(default_factory=dict)
-    """The metric that scores each task in averages and retention (e.g. ``acc_norm`` for PIQA, ``acc`` for
-    WinoGrande, as the pruning papers average them)."""
+    """The metric that scores each task in averages and retention (e.g. ``acc_norm`` for PIQA, ``acc`` for WinoGrande,
+    as the pruning papers average them)."""
     latency: dict[str, float] = field(default_factory=dict)
-    """Speed and memory. A key ending in ``_tokens_per_s`` is a throughput (median of repeated runs): the
-    report divides after by before to give the speedup."""
+    """Speed and memory. A key ending in ``_tokens_per_s`` is a throughput (median of repeated runs): the report
+    divides after by before to give the speedup."""
     extra: dict[str, float] = field(default_factory=dict)
     """Anything else a third-party evaluator measures, by a name it owns."""
     details: dict[str, Any] = field(default_factory=dict)
@@ -192,16 +192,15 @@ class Metrics:
 
 @dataclass
 class ModelSource:
-    """A model name a plugin provides, in :func:`~prunekit.hookspecs.model_source`: how the model loads, and
-    what a compressed model's card says it was. Exactly one of ``checkpoint`` and ``build`` is given."""
+    """A model name a plugin provides, in :func:`~prunekit.hookspecs.model_source`: how the model loads, and what a
+    compressed model's card says it was. Exactly one of ``checkpoint`` and ``build`` is given."""
 
     checkpoint: Callable[[], Path] | None = None
-    """Returns the model's Hugging Face checkpoint directory, made on first use (converted or downloaded):
-    called only when the model loads, never to write a card. The directory then loads as a local one does."""
+    """Returns the model's Hugging Face checkpoint directory, made on first use (converted or downloaded): called only
+    when the model loads, never to write a card. The directory then loads as a local one does."""
     build: Callable[[int], PreTrainedModel] | None = None
-    """Builds the model in memory from a seed (random weights; fixed ones ignore it): ``--model`` builds with
-    seed 0, the ``tiny_model`` fixture with the seed it is given. A compressed model is saved in the dtype it
-    is built in."""
+    """Builds the model in memory from a seed (random weights; fixed ones ignore it): ``--model`` builds with seed 0,
+    the ``tiny_model`` fixture with the seed it is given. A compressed model is saved in the dtype it is built in."""
     tokenizer: Callable[[], PreTrainedTokenizerBase] | None = None
     """Builds the tokenizer of a model given by ``build`` (a checkpoint's is read from its directory)."""
     base_model: str | None = None

@@ -1,7 +1,7 @@
 """One run: load → evaluate → score → slice → recover → evaluate → save, every step a hook.
 
-The pipeline knows no algorithm by name; it orders the hook calls, times them and writes the output
-contract (docs/hooks.md). All bad input is rejected before the first expensive step.
+The pipeline knows no algorithm by name; it orders the hook calls, times them and writes the output contract
+(docs/hooks.md). All bad input is rejected before the first expensive step.
 """
 
 from __future__ import annotations
@@ -59,8 +59,8 @@ class Stopwatch:
                 start_mb=None if start_mb is None else round(start_mb, 1), peak_mb=round(memory.peak_mb(), 1))
 
     def peak_mb(self) -> float:
-        """The run's peak resident memory: each stage's reset of the kernel's high-water mark also
-        lowers the lifetime maximum it reports, so the stages' peaks count too."""
+        """The run's peak resident memory: each stage's reset of the kernel's high-water mark also lowers the lifetime
+        maximum it reports, so the stages' peaks count too."""
         return max([memory.lifetime_peak_mb(), *(stage.peak_mb for stage in self.memory.values())])
 
 
@@ -81,8 +81,8 @@ def _shape_copy(module: nn.Module) -> nn.Module:
 
 
 def held_by_units(layers: nn.ModuleList, architecture: Architecture, dimension: Dimension) -> int | None:
-    """The parameters the units of ``dimension`` hold in ``layers``: what slicing every unit away
-    would remove, counted on shape-only copies. ``None`` where the adapter cannot slice a layer to nothing."""
+    """The parameters the units of ``dimension`` hold in ``layers``: what slicing every unit away would remove,
+    counted on shape-only copies. ``None`` where the adapter cannot slice a layer to nothing."""
     import torch
 
     held = 0
@@ -99,8 +99,8 @@ def held_by_units(layers: nn.ModuleList, architecture: Architecture, dimension: 
 
 
 def parameter_parts(model: nn.Module, architecture: Architecture) -> tuple[int, dict[str, int]]:
-    """The parameters inside the decoder layers, and per dimension within them (FFN channels,
-    heads) the parameters its units hold, from the model's own modules."""
+    """The parameters inside the decoder layers, and per dimension within them (FFN channels, heads) the parameters
+    its units hold, from the model's own modules."""
     layers = architecture.layers(model)
     held = {dimension.value: held_by_units(layers, architecture, dimension) for dimension in Dimension
             if dimension in architecture.dimensions and dimension is not Dimension.LAYERS}
@@ -108,8 +108,8 @@ def parameter_parts(model: nn.Module, architecture: Architecture) -> tuple[int, 
 
 
 def with_evaluator_options(config: RunConfig, evaluators: list[str]) -> RunConfig:
-    """``config`` with an (empty) options entry for every evaluator that will measure, so that their
-    settings are validated up front and their defaults recorded, whether or not the run named them."""
+    """``config`` with an (empty) options entry for every evaluator that will measure, so that their settings are
+    validated up front and their defaults recorded, whether or not the run named them."""
     missing = {name: {} for name in evaluators if name not in config.options}
     return config.model_copy(update={"options": {**config.options, **missing}}) if missing else config
 
@@ -117,10 +117,10 @@ def with_evaluator_options(config: RunConfig, evaluators: list[str]) -> RunConfi
 def slice_by_importance(importances: list[Importance], config: RunConfig, model: PreTrainedModel,
                         architecture: Architecture, hooks: Hooks,
                         uncompressed: UncompressedLayers | None = None) -> tuple[dict[str, object], bool]:
-    """Slice ``model`` in place at the config's ratios by a pruner's scores; return the pruning report
-    per dimension and whether the result is a stock checkpoint. With ``uncompressed``, each layer that
-    stays is recorded there just before it is sliced. Apart from :func:`run` so that a search can
-    score once per pruner and slice copies of the model at many ratios exactly as a run would."""
+    """Slice ``model`` in place at the config's ratios by a pruner's scores; return the pruning report per dimension
+    and whether the result is a stock checkpoint. With ``uncompressed``, each layer that stays is recorded there just
+    before it is sliced. Apart from :func:`run` so that a search can score once per pruner and slice copies of the
+    model at many ratios exactly as a run would."""
     pruning: dict[str, object] = {}
     for importance in importances:
         architecture.require(importance.dimension)
@@ -143,11 +143,11 @@ def slice_by_importance(importances: list[Importance], config: RunConfig, model:
 
 def recover(hooks: Hooks, recoverers: list[str],
             request: RecoverRequest) -> tuple[PreTrainedModel, list[output.RecoveryStep]]:
-    """Run the recovery plugins in turn, each on the previous one's model; return the final model and
-    one step per plugin with its report, seconds and perplexity before and after (the evaluators of
-    ``stage="recovery"``). The last step's "after" is left ``None`` for the caller to fill from the
-    run's after-evaluation, which would otherwise measure the same model twice (a perplexity costs
-    about 15 s on 2 cores). A step that leaves a weight non-finite fails the run, naming the step."""
+    """Run the recovery plugins in turn, each on the previous one's model; return the final model and one step per
+    plugin with its report, seconds and perplexity before and after (the evaluators of ``stage="recovery"``). The last
+    step's "after" is left ``None`` for the caller to fill from the run's after-evaluation, which would otherwise
+    measure the same model twice (a perplexity costs about 15 s on 2 cores). A step that leaves a weight non-finite
+    fails the run, naming the step."""
     model, steps = request.model, []
     if not recoverers:
         return model, steps
@@ -179,16 +179,16 @@ def require_finite(model: nn.Module, stage: str) -> None:
 
 
 def _one_each(hooks: Hooks) -> None:
-    """A first-result hook answers with one plugin's result and silently drops the others', so
-    two pruners (or two whole-model slicers) in one run would quietly ignore one of them."""
+    """A first-result hook answers with one plugin's result and silently drops the others', so two pruners (or two
+    whole-model slicers) in one run would quietly ignore one of them."""
     for role, names in (("score importance", hooks.scorers()), ("slice the whole model", hooks.model_slicers())):
         if len(names) > 1:
             raise UsageError(f"{' and '.join(names)} both {role}, and a run uses one; select one of them")
 
 
 def resolve(config: RunConfig, plugins: Plugins) -> tuple[RunConfig, Hooks]:
-    """``config`` with every plugin's settings validated and defaulted (the command a run directory
-    records), and the hooks of its plugins."""
+    """``config`` with every plugin's settings validated and defaulted (the command a run directory records), and the
+    hooks of its plugins."""
     hooks = plugins.hooks(config.plugins)
     return plugins.resolve_options(with_evaluator_options(config, hooks.evaluators())), hooks
 

@@ -1,6 +1,5 @@
-"""The report's figures as lines of text, the same wherever a report is shown: ``core run``'s summary and the
-files the built-in ``report`` plugin writes (``report.md``, the model card). The data model is
-:mod:`prunekit.output`.
+"""The report's figures as lines of text, the same wherever a report is shown: ``core run``'s summary and the files
+the built-in ``report`` plugin writes (``report.md``, the model card). The data model is :mod:`prunekit.output`.
 """
 
 from __future__ import annotations
@@ -49,8 +48,8 @@ def generation_lines(report: Report, bullet: str) -> list[str]:
 
 
 def parameter_rows(params: Params) -> list[tuple[str, int, int, float]]:
-    """(part, before, after, share of the uncompressed model) for the decoder layers, each dimension's units
-    within them and what lies outside them; empty where nothing was counted."""
+    """(part, before, after, share of the uncompressed model) for the decoder layers, each dimension's units within
+    them and what lies outside them; empty where nothing was counted."""
     if params.decoder_layers is None or params.outside_layers is None:
         return []
     share = params.share
@@ -62,8 +61,8 @@ def parameter_rows(params: Params) -> list[tuple[str, int, int, float]]:
 
 
 def reach_line(params: Params, dimensions: list[str]) -> str | None:
-    """How much of the model the sliced ``dimensions`` can remove at most: the share of the parameters they
-    hold (depth: the decoder layers), and what lies out of every layer dimension's reach."""
+    """How much of the model the sliced ``dimensions`` can remove at most: the share of the parameters they hold
+    (depth: the decoder layers), and what lies out of every layer dimension's reach."""
     share = params.share
     if "outside_layers" not in share:
         return None

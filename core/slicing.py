@@ -1,9 +1,9 @@
 """The plan of which units each layer keeps.
 
 A pruner scores every unit once, :func:`keep_plan` turns the scores into kept indices for the run's ratio, and
-``slice_layer`` (the core plugin ``slicer`` answers last) removes the rest layer by layer, so peak memory stays
-near one layer's new weights beyond the model. Depth is planned across layers instead: :func:`kept_layers`
-picks the decoder layers that stay, and the architecture's ``drop_layers`` removes the others.
+``slice_layer`` (the core plugin ``slicer`` answers last) removes the rest layer by layer, so peak memory stays near
+one layer's new weights beyond the model. Depth is planned across layers instead: :func:`kept_layers` picks the
+decoder layers that stay, and the architecture's ``drop_layers`` removes the others.
 """
 
 from __future__ import annotations
@@ -27,13 +27,12 @@ def kept_units(units: int, ratio: float) -> int:
 
 def keep_plan(importances: list[Importance], ratio: float, architecture: Architecture, model: PreTrainedModel,
               ratios: Mapping[Dimension, float] | None = None) -> list[dict[Dimension, torch.Tensor]]:
-    """Per layer, the sorted indices of the highest-scoring units to keep, per dimension: the top
-    ``int((1 - r) * units)``, where ``r`` is the dimension's entry in ``ratios``, else ``ratio``.
+    """Per layer, the sorted indices of the highest-scoring units to keep, per dimension: the top ``int((1 - r) *
+    units)``, where ``r`` is the dimension's entry in ``ratios``, else ``ratio``.
 
-    A pruner's scores must cover every unit of every layer and be finite; anything else is a bug in the
-    pruner, reported with the layer it concerns rather than sliced into a wrong model. Depth scores are left
-    to :func:`kept_layers`.
-    """
+    A pruner's scores must cover every unit of every layer and be finite; anything else is a bug in the pruner,
+    reported with the layer it concerns rather than sliced into a wrong model. Depth scores are left to
+    :func:`kept_layers`."""
     import torch
 
     layers = list(architecture.layers(model))
@@ -64,9 +63,9 @@ def keep_plan(importances: list[Importance], ratio: float, architecture: Archite
 
 
 def kept_layers(importances: list[Importance], ratio: float, layer_count: int) -> list[int] | None:
-    """The sorted indices of the top ``int((1 - ratio) * layers)`` decoder layers by their depth score, or
-    ``None`` when no pruner scored depth. Checked like :func:`keep_plan`: exactly one finite score per layer,
-    from one importance."""
+    """The sorted indices of the top ``int((1 - ratio) * layers)`` decoder layers by their depth score, or ``None``
+    when no pruner scored depth. Checked like :func:`keep_plan`: exactly one finite score per layer, from one
+    importance."""
     import torch
 
     depth = [importance for importance in importances if importance.dimension is Dimension.LAYERS]

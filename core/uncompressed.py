@@ -1,11 +1,11 @@
 """The decoder layers as they were before slicing, kept on disk for recovery plugins that need them.
 
-A compensation step such as ``refit`` fits each sliced layer to what the uncompressed layer would have
-produced, so it needs the original weights after slicing has freed them. A second model in memory would double
-the run's footprint; instead each layer goes to its own safetensors file just before it is sliced, with a
-skeleton on the ``meta`` device (shapes, no storage), and :meth:`UncompressedLayers.layer` rebuilds one layer
-at a time from the two. The files (as much disk as the decoder layers, in the loaded dtype) live in a
-temporary folder under ``$TMPDIR``, deleted when the run leaves it, also on an error, so never in a run's output.
+A compensation step such as ``refit`` fits each sliced layer to what the uncompressed layer would have produced, so it
+needs the original weights after slicing has freed them. A second model in memory would double the run's footprint;
+instead each layer goes to its own safetensors file just before it is sliced, with a skeleton on the ``meta`` device
+(shapes, no storage), and :meth:`UncompressedLayers.layer` rebuilds one layer at a time from the two. The files (as
+much disk as the decoder layers, in the loaded dtype) live in a temporary folder under ``$TMPDIR``, deleted when the
+run leaves it, also on an error, so never in a run's output.
 """
 
 from __future__ import annotations
@@ -35,8 +35,8 @@ class UncompressedLayers:
 
     def keep(self, index: int, layer: nn.Module, kept: dict[Dimension, torch.Tensor]) -> None:
         """Record ``layer`` as layer ``index`` of the uncompressed model just before it is sliced to the units
-        ``kept`` (sorted indices, for each dimension that loses units). Buffers are written too, non-persistent
-        ones included, so the rebuilt layer runs exactly as the original did."""
+        ``kept`` (sorted indices, for each dimension that loses units). Buffers are written too, non-persistent ones
+        included, so the rebuilt layer runs exactly as the original did."""
         from safetensors.torch import save_file
 
         tensors = {name: tensor.detach().cpu().contiguous()
