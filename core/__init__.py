@@ -21,9 +21,8 @@ __all__ = ["__version__", "hookimpl", "load", "run"]
 
 
 def run(model: str, plugins: Sequence[str] = (), ratio: float = 0.0, **settings: Any) -> Report:
-    """Compress ``model`` (a built-in name, a local directory or a Hub id) with ``plugins`` in order, writing
-    ``model/``, ``report.json`` and ``report.md`` as ``core run`` does, and return the report
-    (:class:`prunekit.output.Report`).
+    """Compress ``model`` (a built-in name, a local directory or a Hub id) with ``plugins`` in order, writing the run
+    directory as ``core run`` does, and return the report (:class:`prunekit.output.Report`).
 
     ``settings`` are the run config's other fields, checked the same way: ``output``, ``tasks``, ``limit``, ``seed``,
     ``device``, ``dtype``, ``ratios`` and ``options={plugin: {key: value}}`` (what ``-o plugin.key=value`` sets). Bad

@@ -4,8 +4,7 @@ Repeated runs of one model (a ratio sweep, another pruner) would otherwise pay a
 "before" evaluation. Each evaluator's result is cached under ``files.cache_root()/baselines/<fingerprint>/`` keyed by
 everything that could change it (:func:`cache_key`). Measured in every run instead: an evaluator that returned nothing
 (a later run may succeed), latency (it depends on the machine's load, so both stages are timed in one process) and
-evaluators whose code has no identity across processes (in-process plugins). See docs/evaluation.md;
-``PRUNEKIT_NO_BASELINE_CACHE=1`` measures everything afresh and stores nothing.
+in-process plugins, whose code has no identity across processes. ``PRUNEKIT_NO_BASELINE_CACHE=1``: no cache.
 """
 
 from __future__ import annotations

@@ -4,8 +4,7 @@
 module builds the app (``core eval``, ``core plugins``, ``core search``, ``core laws``).
 
 Exit codes: 0 success; 2 bad input, one line on stderr naming the problem (click's parse errors too: :func:`main`); 1
-a failure during the run; 130 after Ctrl-C. ``--json`` puts the result alone on stdout; progress, logs and whatever a
-library prints go to stderr (:func:`prunekit.cli_shared.json_stdout`).
+a failure during the run; 130 after Ctrl-C. ``--json`` puts the result alone on stdout (``cli_shared.json_stdout``).
 """
 
 from __future__ import annotations
@@ -126,9 +125,8 @@ def usage_line(error: ClickError) -> str:
 
 def main() -> None:
     """The ``core`` script: ``app`` with click's own errors in one line too. Standalone, click would print a usage
-    block and a boxed message for a parse error; here it returns the exit code of ``typer.Exit`` (``--help``,
-    ``--version``, the commands' own exits, 130 after Ctrl-C) and raises its errors, reported as one line on stderr
-    with their exit code (2 for a usage error)."""
+    block and a boxed message for a parse error; here it returns ``typer.Exit``'s code (``--help``, ``--version``, 130
+    after Ctrl-C) and raises its errors, reported as one line on stderr with their exit code (2 for a usage error)."""
     command = typer.main.get_command(app)
     try:
         code = command.main(standalone_mode=False)

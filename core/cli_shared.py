@@ -1,8 +1,6 @@
 """What the ``core`` command and the commands plugins add to it (``register_commands``) share: the consoles, the error
-contract, ``--json``'s stdout and the option types (docs/api.md).
-
-A module of its own so that the plugins' command modules import it, not ``prunekit.cli``, which mounts them: the
-command line then loads in any order, ``python -m prunekit.cli`` included.
+contract, ``--json``'s stdout and the option types (docs/api.md). Apart from ``prunekit.cli``, which mounts the
+plugins' commands, so that their modules import this one and the command line loads in any order.
 """
 
 from __future__ import annotations
@@ -97,9 +95,9 @@ def emit_json(text: str) -> None:
 
 
 def reports_errors(command: F) -> F:
-    """Bad input → one line and exit 2; a failure → one line and exit 1 (traceback with -v); Ctrl-C → one line saying
-    what was kept, exit 130. With ``as_json`` (``--json``) the command runs in :func:`json_stdout`: its document,
-    written by :func:`emit_json`, is alone on stdout."""
+    """Bad input → one line and exit 2; a failure → one line and exit 1 (traceback with -v); Ctrl-C → one line
+    saying what was kept, exit 130. With ``as_json`` (``--json``) the command runs in :func:`json_stdout`: its
+    document, written by :func:`emit_json`, is alone on stdout."""
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:

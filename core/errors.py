@@ -1,7 +1,7 @@
 """The one error type that means "the user asked for something we cannot do".
 
-The CLI turns :class:`UsageError` into a one-line message and exit code 2 (bad input); any other exception is a
-failure during the run (exit code 1). Raising it early, before anything is written, is how bad input "loses nothing".
+The CLI turns :class:`UsageError` into one line and exit code 2 (bad input), any other exception into exit code 1;
+raised early, before anything is written, it is how bad input "loses nothing".
 """
 
 from __future__ import annotations

@@ -1,11 +1,9 @@
 """Where prunekit keeps its files, and files written whole or not at all.
 
-:func:`cache_root` holds everything prunekit computes once and reuses: converted built-in models, tokenized text,
-baseline metrics, learned policies; :func:`shared_data_dir` is the benchmark data it reads.
-
-Everything is written under a staging name beside its target (``.<name>.tmp-<pid>``) and renamed into place, so an
-interrupted write never leaves a half-written file or directory that looks complete. :data:`STAGED` matches those
-names, so that a rerun can sweep what a killed one left.
+:func:`cache_root` holds what prunekit computes once and reuses (converted models, tokenized text, baselines,
+policies); :func:`shared_data_dir` is the benchmark data it reads. Everything is written under a staging name beside
+its target and renamed into place, so an interrupted write never leaves a half-written file or directory that looks
+complete; :data:`STAGED` matches those names, so that a rerun can sweep what a killed one left.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """A typed facade over ``pm.hook`` for one run: one method per hook, only the active plugins.
 
 The pipeline reads as plain calls (``hooks.score_importance(request)``) while pluggy dispatches. Plugins a run did not
-select are left out (pluggy's ``subset_hook_caller``); core plugins always take part. Evaluators are the exception
-that makes defaults useful: when the run names none, every installed one measures.
+select are left out (``subset_hook_caller``); core plugins always take part, and when a run names no evaluator, every
+installed one measures.
 """
 
 from __future__ import annotations

@@ -2,11 +2,9 @@
 
 Every command (and :func:`prunekit.run`) starts offline (:func:`offline_by_default`, unless the user set one of
 :data:`OFFLINE_VARIABLES`), so a built-in model, a local directory and the packaged default text never reach for the
-network, nor do the lookups transformers, datasets and lm-eval make on their own. Where a Hub name is used (a Hub
-``--model``, a Hub dataset, an lm-eval task from its built-in index), :func:`reach` asks the Hub once, with a short
-timeout and no retries: if it answers, the rest of the process is online; if not, it stays offline, the load reads the
-local cache or fails at once, and the caller's error names the reason. Without this huggingface_hub retries each file
-five times with backoff (about 30 s and a dozen warnings per file).
+network, nor do the lookups transformers, datasets and lm-eval make on their own. Where a Hub name is used,
+:func:`reach` asks the Hub once, with a short timeout: if it answers, the process goes online; if not, the load reads
+the local cache or fails at once, naming the reason, where huggingface_hub would retry each file five times (30 s).
 """
 
 from __future__ import annotations
@@ -36,9 +34,8 @@ def offline_by_default() -> None:
 
 
 def reach(what: str) -> str | None:
-    """Go online for ``what`` (a Hub model, dataset or task) if the Hub answers: ``None`` then, or where the user set
-    offline mode themselves (their choice stands). Otherwise the reason the Hub is unreachable, for the caller's
-    message should the local cache not hold ``what``."""
+    """Go online for ``what`` (a Hub model, dataset or task) if the Hub answers, or where the user chose the mode
+    themselves: ``None``. Otherwise the reason it is unreachable, for the caller's error if the cache lacks ``what``."""
     if not _state["ours"]:
         return None
     if not _state["probed"]:

@@ -1,11 +1,10 @@
 """``prunekit.load(DIR)``: load a checkpoint whose layers differ in size, which no stock config can say.
 
-A stock config holds one ``intermediate_size`` and one head count for all layers. When a pruner keeps different counts
-per layer, the checkpoint is the usual safetensors one with the counts under ``prunekit_layer_units`` in its config:
-the loader builds the model from the config, shrinks each layer to its recorded size through the family's adapter,
-then loads the weights (no pickle anywhere). A checkpoint with modules the stock family lacks (SliceGPT's shortcut
-matrices) records under ``prunekit_structure`` which plugin wrote it, and the plugins (``restore_structure``) rebuild
-those modules before the weights load.
+A stock config holds one ``intermediate_size`` and one head count for all layers. Per-layer counts go under
+``prunekit_layer_units`` in the config of an ordinary safetensors checkpoint: the loader builds the model from the
+config, shrinks each layer through the family's adapter, then loads the weights (no pickle anywhere). Modules the stock
+family lacks (SliceGPT's shortcut matrices) are recorded under ``prunekit_structure`` with the plugin that wrote them,
+which rebuilds them (``restore_structure``) before the weights load.
 """
 
 from __future__ import annotations
@@ -45,9 +44,8 @@ def check_checkpoint(directory: Path) -> list[Path]:
 def weight_files(directory: Path) -> list[Path]:
     """The safetensors files a checkpoint loads from, in transformers' order (``model.safetensors``, else the shards
     its index names), each checked readable; none for a checkpoint without them (``pytorch_model.bin``, left to
-    transformers). Only headers are read (:func:`check_weights_file`), so a good checkpoint costs milliseconds; a
-    missing shard, a truncated file or a corrupt header is a usage error naming the file, not a library's traceback
-    halfway through loading."""
+    transformers). Only headers are read (:func:`check_weights_file`), so a good checkpoint costs milliseconds, and a
+    missing shard, a truncated file or a corrupt header is a usage error naming the file, not a traceback."""
     if (directory / WEIGHTS).is_file():
         files = [directory / WEIGHTS]
     elif (index := directory / INDEX).is_file():
@@ -101,8 +99,7 @@ def _state_dict(directory: Path) -> dict[str, torch.Tensor]:
 
 def load(directory: str | Path, dtype: torch.dtype | None = None):
     """Load a prunekit checkpoint, stock, with per-layer sizes or with a plugin's structure, as a transformers model
-    in eval mode. A directory without a config, or with a missing or unreadable weights file, is a
-    :class:`~prunekit.errors.UsageError` naming it."""
+    in eval mode; a missing config or a missing or unreadable weights file is a ``UsageError`` naming it."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from prunekit.manager import get_plugins

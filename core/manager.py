@@ -1,12 +1,10 @@
 """Finding and registering plugins: built-ins and third-party packages through one path.
 
 Built-ins are listed in :data:`DEFAULT_PLUGINS` (the only place the core names them) and registered with
-``pm.register`` exactly as entry-point plugins are. Third-party plugins come from the entry-point group ``prunekit``,
-one entry point at a time, so that a plugin that fails to import, has a wrong hook signature or implements a hook that
-does not exist is recorded as a :class:`PluginFailure` and the others still load.
-
-Every command that reads the registry imports every plugin module: a registered module imports heavy libraries inside
-its hook bodies, never at its top (docs/plugins.md, "Keep the module light to import").
+``pm.register`` as entry-point plugins are. Those come from the entry-point group ``prunekit`` one at a time, so a
+plugin that fails to import or to validate is recorded as a :class:`PluginFailure` and the others still load. Every
+command reading the registry imports every plugin module, so a module imports heavy libraries inside its hook bodies,
+never at its top (docs/plugins.md, "Keep the module light to import").
 """
 
 from __future__ import annotations
@@ -158,9 +156,8 @@ class Plugins:
                 for plugin, dist in self.pm.list_plugin_distributions()}
 
     def register_commands(self, cli: typer.Typer) -> None:
-        """Every plugin's commands added to ``cli`` (``register_commands``), one plugin at a time in pluggy's call
-        order. A plugin whose registration raises is recorded as failed and unregistered, like one that fails to
-        import, and the commands and sub-apps it had added are taken back."""
+        """Every plugin's commands added to ``cli`` (``register_commands``), one plugin at a time in pluggy's order; a
+        plugin whose registration raises is recorded as failed, unregistered, and what it had added is taken back."""
         dists = self._distributions()
         for impl in reversed(self.pm.hook.register_commands.get_hookimpls()):  # pluggy's call order
             commands, groups = len(cli.registered_commands), len(cli.registered_groups)
@@ -186,9 +183,8 @@ class Plugins:
         self._sources.clear()
 
     def model_source(self, name: str) -> ModelSource | None:
-        """The model an installed plugin provides under ``name`` (``model_source``, every plugin asked), ``None`` for
-        a local directory or a Hub id. Each name is asked once while the plugins stay the same: a run's load and its
-        model card share one answer."""
+        """The model an installed plugin provides under ``name`` (``model_source``), ``None`` for a local directory or
+        a Hub id; asked once per name while the plugins stay the same, so a run's load and its card share one answer."""
         if name not in self._sources:
             self._sources[name] = self.pm.hook.model_source(name=name)
         return self._sources[name]
@@ -232,9 +228,8 @@ class Plugins:
 
     def resolve_options(self, config: RunConfig) -> RunConfig:
         """``config`` with every plugin's options validated and its defaults filled in. Options for a plugin that is
-        not installed are bad input (a misspelt name would otherwise be ignored silently); selected plugins with a
-        settings model get their defaults even when the config gives none, so that the report records every setting
-        that was in effect."""
+        not installed are bad input (a misspelt name would be ignored silently); selected plugins get their defaults
+        even when the config gives none, so that the report records every setting in effect."""
         models = self.options_models()
         registered = {name for name, plugin in self.pm.list_name_plugin() if plugin is not None}
         unknown = sorted(set(config.options) - registered)

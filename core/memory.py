@@ -1,8 +1,7 @@
 """Resident memory of this process: now, and the peak since a reset, per pipeline stage.
 
-Linux keeps the peak (``VmHWM``) and lets a process reset it (``5`` to ``/proc/self/clear_refs``), which measures a
-stage's peak exactly without a sampling thread. Where that is unavailable the peak falls back to the process's
-lifetime maximum (``ru_maxrss``), which is still an upper bound.
+Linux keeps the peak (``VmHWM``) and lets a process reset it (``5`` to ``/proc/self/clear_refs``): a stage's exact
+peak without a sampling thread. Elsewhere the peak is the lifetime maximum (``ru_maxrss``), still an upper bound.
 """
 
 from __future__ import annotations

@@ -2,8 +2,7 @@
 (stock ``from_pretrained``, or :func:`prunekit.load` where prunekit wrote per-layer sizes), a Hub id.
 
 Bad checkpoints are usage errors naming the problem before any work starts: no ``config.json``, a missing, truncated
-or corrupt weights file (only headers are read ahead of loading, :func:`prunekit.loading.weight_files`), NaN or Inf in
-any tensor (:func:`first_non_finite`).
+or corrupt weights file (:func:`prunekit.loading.weight_files`), NaN or Inf in any tensor (:func:`first_non_finite`).
 """
 
 from __future__ import annotations
@@ -36,9 +35,8 @@ class LoadedModel:
     model: PreTrainedModel
     tokenizer: PreTrainedTokenizerBase | None
     storage_dtype: torch.dtype
-    """The dtype the checkpoint was stored in (a model built in memory: the one it was built in). Computation may be
-    wider (float32 on CPU), but a compressed model is saved in this dtype, so it is never larger on disk than its
-    source."""
+    """The dtype the checkpoint was stored in (or a model built in memory, built in): a compressed model is saved in
+    it, so never larger on disk than its source, whatever wider dtype it was computed in (float32 on CPU)."""
 
 
 def resolve_device(device: str) -> torch.device:
@@ -89,10 +87,9 @@ def load_model(name: str, dtype: str = "auto", device: str = "auto") -> LoadedMo
 def first_non_finite(model: nn.Module) -> str | None:
     """The name of the first parameter or buffer holding NaN, Inf or -Inf; ``None`` when every tensor is finite.
 
-    One pass over the floating-point tensors (integer and boolean ones, masks and position ids, cannot hold either; no
-    family's float buffer legitimately does), about 0.05 s for 135M parameters on CPU. A sum is finite only if every
-    element is (NaN and Inf survive any order of addition), so only a tensor whose sum is not, a non-finite value or
-    an overflow, is checked element by element. Tied weights are checked once, under their first name."""
+    One pass over the floating-point tensors (no family's float buffer legitimately holds either), about 0.05 s for
+    135M parameters on CPU: a sum is finite only if every element is (NaN and Inf survive any order of addition), so
+    only a tensor whose sum is not is checked element by element. Tied weights are checked once, by their first name."""
     with torch.no_grad():
         for name, tensor in itertools.chain(model.named_parameters(), model.named_buffers()):
             if not (tensor.is_floating_point() or tensor.is_complex()) or tensor.device.type == "meta":
@@ -151,7 +148,7 @@ def fingerprint(model: PreTrainedModel) -> str:
     """A short hash of the config and every weight: the identity caches (baselines, policies) key on.
 
     Hashing the weights, not a name or path, means a fine-tuned or re-saved model never picks up another model's cache
-    entry. It reads each tensor once (about a second for 135M)."""
+    entry; it reads each tensor once (about a second for 135M)."""
     digest = hashlib.sha256(json.dumps(model.config.to_diff_dict(), sort_keys=True, default=str).encode())
     for name, tensor in model.state_dict().items():
         digest.update(name.encode())

@@ -194,9 +194,8 @@ class Report(BaseModel):
     @computed_field
     @property
     def ideal_speedup(self) -> float | None:
-        """The decode speedup the removed weights allow at most: generating a token reads every weight once (the LM
-        head reads the whole embedding matrix where tied), so decoding bound by memory bandwidth gains at most the
-        ratio of weight bytes, before / after: the ratio of parameters, both being stored in one dtype."""
+        """The decode speedup the removed weights allow at most: a token reads every weight once (a tied head the whole
+        embedding), so bandwidth-bound decoding gains at most weight bytes before / after, i.e. the parameter ratio."""
         return self.params.before / self.params.after if self.params.after else None
 
 

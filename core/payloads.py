@@ -1,9 +1,8 @@
 """Typed payloads that travel through prunekit's hooks.
 
-Every hook takes one request object and returns one result object (or ``None`` to let another plugin answer): a single
-argument keeps hook signatures stable, since a field added to a request breaks no plugin that does not read it. What
-each hook does with them is its docstring in :mod:`prunekit.hookspecs`; docs/api.md tables every field (a test fails
-when a field has no row there).
+Every hook takes one request object and returns one result object (or ``None`` to let another plugin answer): one
+argument keeps hook signatures stable, since a new field breaks no plugin that does not read it. The hooks' use of
+them: :mod:`prunekit.hookspecs`; every field's row: docs/api.md (a test keeps it so).
 """
 
 from __future__ import annotations
@@ -154,9 +153,8 @@ class EvalRequest(_Options):
     tokenizer: PreTrainedTokenizerBase | None
     config: RunConfig
     stage: Literal["before", "after", "recovery"]
-    """``before`` is the uncompressed model, ``after`` the compressed one; ``recovery`` a model between two recovery
-    steps, where only cheap measures that change with the weights (perplexity) are wanted: other evaluators return
-    ``None`` there."""
+    """``before`` is the uncompressed model, ``after`` the compressed one; ``recovery`` a model between recovery
+    steps, where only cheap measures that change with the weights (perplexity) are wanted: others return ``None``."""
 
 
 @dataclass

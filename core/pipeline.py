@@ -119,8 +119,7 @@ def slice_by_importance(importances: list[Importance], config: RunConfig, model:
                         uncompressed: UncompressedLayers | None = None) -> tuple[dict[str, object], bool]:
     """Slice ``model`` in place at the config's ratios by a pruner's scores; return the pruning report per dimension
     and whether the result is a stock checkpoint. With ``uncompressed``, each layer that stays is recorded there just
-    before it is sliced. Apart from :func:`run` so that a search can score once per pruner and slice copies of the
-    model at many ratios exactly as a run would."""
+    before it is sliced. A search calls it too, to slice copies of a model at many ratios exactly as a run would."""
     pruning: dict[str, object] = {}
     for importance in importances:
         architecture.require(importance.dimension)
@@ -144,10 +143,9 @@ def slice_by_importance(importances: list[Importance], config: RunConfig, model:
 def recover(hooks: Hooks, recoverers: list[str],
             request: RecoverRequest) -> tuple[PreTrainedModel, list[output.RecoveryStep]]:
     """Run the recovery plugins in turn, each on the previous one's model; return the final model and one step per
-    plugin with its report, seconds and perplexity before and after (the evaluators of ``stage="recovery"``). The last
-    step's "after" is left ``None`` for the caller to fill from the run's after-evaluation, which would otherwise
-    measure the same model twice (a perplexity costs about 15 s on 2 cores). A step that leaves a weight non-finite
-    fails the run, naming the step."""
+    plugin with its report, seconds and perplexity before and after (``stage="recovery"``). The last step's "after"
+    is left for the caller to fill from the run's after-evaluation, which would otherwise measure the same model
+    twice (a perplexity costs about 15 s on 2 cores). A step leaving a weight non-finite fails the run."""
     model, steps = request.model, []
     if not recoverers:
         return model, steps

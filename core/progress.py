@@ -16,8 +16,7 @@ QUIET_ENV = "PRUNEKIT_NO_PROGRESS"
 
 def bars_hidden(console: Console | None = None) -> bool:
     """Whether progress bars are hidden: when stderr is not a terminal (logs, pipes, CI) or ``PRUNEKIT_NO_PROGRESS``
-    is set. Every bar prunekit shows, and those of the libraries it drives where they can be told, follows this one
-    rule."""
+    is set. Every bar prunekit shows follows it, and those of the libraries it drives where they can be told."""
     console = console or Console(stderr=True)
     return not console.is_terminal or bool(os.environ.get(QUIET_ENV))
 

@@ -1,11 +1,10 @@
 """The run directory: which one a run may write into, and what it keeps so that a killed run resumes.
 
 A run's expensive work (a trained policy, a calibration, minutes of LoRA training) must survive a kill at any point,
-and a directory must never look finished when it is not. In the order a run writes them: ``run.json`` (the command,
-first: a rerun into the directory must be the same command, so two runs never mix their files), ``checkpoints/``
-(recovery's scratch), ``resume/`` (the compressed model and ``state.json``, whole or absent), then the result,
-``report.json`` last: a directory holding it holds a finished run. What each file holds, when it goes and what a rerun
-does with each state: docs/interruptions.md.
+and a directory must never look finished when it is not. In the order a run writes them: ``run.json`` (the command:
+a rerun into the directory must be the same one), ``checkpoints/`` (recovery's scratch), ``resume/`` (the compressed
+model and ``state.json``, whole or absent), the result, and ``report.json`` last, the mark of a finished run. What a
+rerun does with each state: docs/interruptions.md.
 """
 
 from __future__ import annotations
@@ -56,9 +55,8 @@ def _differences(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]
 
 
 def choose(config: RunConfig) -> Path:
-    """The run's directory: ``--output``, or a new timestamped one under ``runs/``. An existing one is accepted only
-    if it is empty or holds a run of the same command (to resume or redo it); anything else is refused before the run
-    starts, so no one's files are mixed or lost."""
+    """The run's directory: ``--output``, or a new timestamped one under ``runs/``. An existing one must be empty or
+    hold a run of the same command (to resume or redo); anything else is refused before the run starts."""
     directory = config.output
     if directory is None:
         model, plugins = config.model.strip("/").replace("/", "_"), "+".join(config.plugins) or "none"
@@ -89,9 +87,8 @@ def choose(config: RunConfig) -> Path:
 
 
 def claim(directory: Path, config: RunConfig) -> None:
-    """Record the command before the run writes anything else, and clear what an earlier run of it left unfinished:
-    files a kill cut off under their temporary names, and the report of a run being redone (first, so the directory
-    never pairs a new model with an old report)."""
+    """Record the command before the run writes anything else, and clear what an earlier run of it left: files a
+    kill cut off under temporary names, and a redone run's report (first: no new model beside an old report)."""
     directory.mkdir(parents=True, exist_ok=True)
     if not (directory / COMMAND_FILE).is_file():
         files.write_json(directory / COMMAND_FILE, command(config), indent=2, sort_keys=True)

@@ -64,8 +64,7 @@ def keep_plan(importances: list[Importance], ratio: float, architecture: Archite
 
 def kept_layers(importances: list[Importance], ratio: float, layer_count: int) -> list[int] | None:
     """The sorted indices of the top ``int((1 - ratio) * layers)`` decoder layers by their depth score, or ``None``
-    when no pruner scored depth. Checked like :func:`keep_plan`: exactly one finite score per layer, from one
-    importance."""
+    when no pruner scored depth; checked like :func:`keep_plan` (one finite score per layer, from one importance)."""
     import torch
 
     depth = [importance for importance in importances if importance.dimension is Dimension.LAYERS]

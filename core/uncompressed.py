@@ -1,11 +1,10 @@
 """The decoder layers as they were before slicing, kept on disk for recovery plugins that need them.
 
 A compensation step such as ``refit`` fits each sliced layer to what the uncompressed layer would have produced, so it
-needs the original weights after slicing has freed them. A second model in memory would double the run's footprint;
-instead each layer goes to its own safetensors file just before it is sliced, with a skeleton on the ``meta`` device
-(shapes, no storage), and :meth:`UncompressedLayers.layer` rebuilds one layer at a time from the two. The files (as
-much disk as the decoder layers, in the loaded dtype) live in a temporary folder under ``$TMPDIR``, deleted when the
-run leaves it, also on an error, so never in a run's output.
+needs the original weights after slicing has freed them. Rather than a second model in memory, each layer goes to its
+own safetensors file just before it is sliced, with a skeleton on the ``meta`` device, and
+:meth:`UncompressedLayers.layer` rebuilds one layer at a time from the two. The files (the decoder layers' size) live
+in a temporary folder under ``$TMPDIR``, deleted when the run leaves it, also on an error.
 """
 
 from __future__ import annotations
