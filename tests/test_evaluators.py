@@ -18,6 +18,7 @@ from prunekit.output import retention, speedup
 from prunekit.payloads import Metrics
 from prunekit.plugins.evaluators import perplexity, speed
 from prunekit.plugins.models.tiny import VOCAB, tokenizer
+from test_cli import assert_one_line_error
 
 runner = CliRunner()
 # Small protocols keep the tiny-model runs fast; the defaults are exercised by the slow tests.
@@ -36,14 +37,6 @@ def text_file(tmp_path):
     path = tmp_path / "text.txt"
     path.write_text("The quick brown fox jumps over the lazy dog. " * 20)
     return path
-
-
-def one_line_error(result, *fragments):
-    assert result.exit_code == 2, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0]
 
 
 def zeroed(model):
@@ -130,7 +123,7 @@ def test_bad_perplexity_settings_are_one_line_errors(text_file, options, fragmen
         args += ["-o", f"perplexity.source={text_file}"]
     for option in options:
         args += ["-o", option]
-    one_line_error(runner.invoke(app, args), "Error: ", *fragments)
+    assert_one_line_error(runner.invoke(app, args), "Error: ", *fragments)
 
 
 def test_sampled_windows_are_drawn_with_the_run_seed_through_the_hook(text_file, tiny_model):
@@ -154,7 +147,7 @@ def test_sampled_windows_take_a_count_and_no_stride(text_file):
     for extra in (["perplexity.stride=16"], ["perplexity.windows=null"]):
         args = ["eval", "--model", "tiny-llama", "--plugins", "perplexity", "-o", f"perplexity.source={text_file}",
                 "-o", "perplexity.length=32", "-o", "perplexity.sample=true"]
-        one_line_error(runner.invoke(app, [*args, *(a for option in extra for a in ("-o", option))]),
+        assert_one_line_error(runner.invoke(app, [*args, *(a for option in extra for a in ("-o", option))]),
                        "options.perplexity.sample draws a number of windows")
 
 

@@ -15,6 +15,7 @@ from prunekit.cli import app
 from prunekit.errors import UsageError
 from prunekit.plugins.evaluators.zeroshot import score_tasks
 from prunekit.plugins.models.tiny import tokenizer
+from test_cli import assert_one_line_error
 
 runner = CliRunner()
 FIVE = ("piqa_local", "winogrande_local", "hellaswag_local", "arc_easy_local", "arc_challenge_local")
@@ -177,14 +178,6 @@ def test_lm_eval_request_bars_follow_prunekit_bars(suite, tiny_model, capfd, mon
     monkeypatch.setattr(zeroshot, "bars_hidden", lambda: False)
     score_tasks(model, tokenizer(), [f"local:{suite}"], limit=2)
     assert "loglikelihood requests" in capfd.readouterr().err
-
-
-def assert_one_line_error(result, *fragments):
-    assert result.exit_code == 2, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0]
 
 
 def test_bad_task_input_is_a_one_line_error(suite, tmp_path):
