@@ -30,6 +30,7 @@ from transformers import (
     Qwen3Config,
 )
 
+from prunekit.plugins.discovery.derive import FFN_FIELDS
 from prunekit.plugins.surgery import is_int
 from prunekit.errors import UsageError
 
@@ -88,7 +89,7 @@ SHRUNK_FFN = 96
 SHRUNK: dict[str, int] = {
     "hidden_size": HIDDEN, "n_embd": HIDDEN, "d_model": HIDDEN,
     # not a multiple of the hidden width, so that no FFN half or double looks like a hidden-width projection
-    "intermediate_size": SHRUNK_FFN, "ffn_dim": SHRUNK_FFN, "n_inner": SHRUNK_FFN, "ffn_hidden_size": SHRUNK_FFN,
+    **dict.fromkeys(FFN_FIELDS, SHRUNK_FFN),  # the fields the derived adapter reads the FFN width from
     "num_hidden_layers": LAYERS, "n_layer": LAYERS, "n_layers": LAYERS, "num_layers": LAYERS,
     "num_attention_heads": HEADS, "n_head": HEADS, "n_heads": HEADS,
     "num_key_value_heads": 2, "head_dim": HIDDEN // HEADS, "rotary_dim": HIDDEN // HEADS // 2,
