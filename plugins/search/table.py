@@ -111,9 +111,12 @@ def replay(
     seed: int = 0,
     max_evaluations: float | None = None,
     options: dict[str, Any] | None = None,
+    storage: str | None = None,
+    study: str | None = None,
 ) -> Outcome:
-    """Run the search loop with ``selector`` against ``table``, in memory; ``budget`` is a fraction
-    of the uncompressed model's latency (``None``: a Pareto search)."""
+    """Run the search loop with ``selector`` against ``table``; ``budget`` is a fraction of the uncompressed
+    model's latency (``None``: a Pareto search). The study is kept in memory, or in the Optuna ``storage`` under
+    the name ``study``, where several processes replaying the same table share it as a search's workers do."""
     config = plugins.resolve_options(
         RunConfig(model=table.model, plugins=[selector], seed=seed, options={selector: options or {}})
     )
@@ -122,7 +125,7 @@ def replay(
         config=config,
         evaluator=TableEvaluator(table),
         hooks=plugins.hooks([selector]),
-        study=SearchStudy(None, f"replay-{selector}-{seed}", directions),
+        study=SearchStudy(storage, study or f"replay-{selector}-{seed}", directions),
         budget=None if budget is None else LatencyBudget(fraction=budget),
         objective=objective,
         batches=table.batches,
