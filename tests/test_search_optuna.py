@@ -162,3 +162,41 @@ def test_a_new_sqlite_storage_waits_while_another_process_creates_its_tables(tmp
     for thread in workers:
         thread.join(timeout=120)
     assert errors == []
+
+
+class RacingStorage:
+    """Optuna's storage on a server where another worker is creating the tables: the first ``losses`` opens fail as
+    the loser of that race does (a unique violation), the next one succeeds."""
+
+    def __init__(self, losses: int, error: type[Exception]) -> None:
+        self.losses, self.error, self.opened = losses, error, 0
+
+    def __call__(self, url: str) -> str:
+        self.opened += 1
+        if self.opened <= self.losses:
+            raise self.error("INSERT INTO alembic_version", {}, Exception("duplicate key value"))
+        return f"storage of {url}"
+
+
+def test_a_worker_that_loses_the_race_to_create_the_tables_opens_them_after(monkeypatch):
+    import sqlalchemy.exc
+
+    from prunekit.plugins.search import study
+
+    racing = RacingStorage(2, sqlalchemy.exc.IntegrityError)
+    monkeypatch.setattr(optuna.storages, "RDBStorage", racing)
+    monkeypatch.setattr(study.time, "sleep", lambda seconds: None)
+    assert study.storage("postgresql://worker@db/prunekit") == "storage of postgresql://worker@db/prunekit"
+    assert racing.opened == 3
+
+
+def test_a_server_that_refuses_the_connection_is_not_retried(monkeypatch):
+    import sqlalchemy.exc
+
+    from prunekit.plugins.search import study
+
+    refusing = RacingStorage(5, sqlalchemy.exc.OperationalError)
+    monkeypatch.setattr(optuna.storages, "RDBStorage", refusing)
+    with pytest.raises(sqlalchemy.exc.OperationalError):
+        study.storage("postgresql://worker@nowhere/prunekit")
+    assert refusing.opened == 1

@@ -56,9 +56,9 @@ def quiet_optuna() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
-def storage(url: str) -> optuna.storages.BaseStorage | str:
+def storage(url: str) -> optuna.storages.RDBStorage:
     """``url`` as Optuna opens it; SQLite waits for a lock instead of failing at once, so that
-    several processes on one machine can share the file.
+    several processes on one machine can share the file (a database server: :func:`_server`).
 
     Opening a new file creates Optuna's tables, and two processes doing so at the same moment race
     (seen in CI under load: a unique constraint on ``alembic_version``, or "table alembic_version
