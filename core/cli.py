@@ -79,13 +79,14 @@ def run(
     output: Annotated[Path | None, typer.Option("--output", help="Run directory.")] = None,
     device: DeviceOpt = None, dtype: DtypeOpt = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Seed for every random choice.")] = None,
+    stream: Annotated[bool | None, typer.Option("--stream", help="One layer in memory at a time; no evaluation.")] = None,
     option: OptionOpt = None, as_json: JsonOpt = False,
 ) -> None:
     """Compress a model with the chosen plugins; write model/, report.json and report.md."""
     from prunekit import pipeline
 
     run_config = build_config(config, dict(model=model, plugins=plugins, ratio=ratio, tasks=tasks, limit=limit,
-                                           output=output, device=device, dtype=dtype, seed=seed), option)
+                                           output=output, device=device, dtype=dtype, seed=seed, stream=stream), option)
     report = pipeline.run(run_config, manager.get_plugins())
     if as_json:
         return emit_json(report.model_dump_json(indent=2))

@@ -34,6 +34,8 @@ class RunConfig(BaseModel):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
     seed: int = 0
+    stream: bool = Field(default=False, description=(
+        "Score, slice and write one decoder layer at a time, for a model larger than memory; no evaluation."))
     options: dict[str, dict[str, Any]] = Field(default_factory=dict,
                                                description="Per-plugin settings: {plugin name: {key: value}}.")
 

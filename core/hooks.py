@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
     from prunekit.architectures import Architecture
     from prunekit.payloads import (EvalRequest, Importance, ModelSlice, RecoverRequest, Recovery, ReportRequest,
-                                   RestoreRequest, ScoreRequest, SliceRequest)
+                                   RestoreRequest, ScoreRequest, SliceRequest, StreamedRun, StreamRequest)
 
 
 class Hooks:
@@ -78,6 +78,9 @@ class Hooks:
     def slice_layer(self, request: SliceRequest) -> None:
         if not self._slice(request=request):
             raise RuntimeError(f"no plugin sliced layer {request.layer_index}")
+
+    def compress_streaming(self, request: StreamRequest) -> StreamedRun:
+        return self._pm.subset_hook_caller("compress_streaming", self._inactive)(request=request)
 
     def recoverers(self, order: list[str]) -> list[str]:
         """Active plugins that implement ``recover``, in the order of ``order`` (the run's ``--plugins``), the order

@@ -2,7 +2,8 @@
 
 A run calls ``plugin_options``, ``model_source``, ``register_architectures`` (then ``derive_architecture`` for a model
 no adapter claims), ``evaluate(stage="before")``, ``score_importance`` and ``slice_layer`` per layer (or
-``slice_model`` in their place), ``recover`` per recovery plugin, ``evaluate(stage="after")`` and ``render_report``,
+``slice_model`` in their place; with ``--stream``, ``compress_streaming`` instead of all of these, and no evaluation),
+``recover`` per recovery plugin, ``evaluate(stage="after")`` and ``render_report``,
 then the core writes ``report.json``; :func:`prunekit.load` calls ``restore_structure``. ``add_hookspecs`` and
 ``register_commands`` extend the program itself. docs/hooks.md draws the order with what the run directory holds after
 each step, and opens each hook's section with the first paragraph of its docstring here (a test keeps them in step).
@@ -23,7 +24,8 @@ if TYPE_CHECKING:
 
     from prunekit.architectures import Architecture
     from prunekit.payloads import (EvalRequest, Importance, Metrics, ModelSlice, ModelSource, RecoverRequest,
-                                   Recovery, ReportRequest, RestoreRequest, ScoreRequest, SliceRequest)
+                                   Recovery, ReportRequest, RestoreRequest, ScoreRequest, SliceRequest, StreamedRun,
+                                   StreamRequest)
 
 PROJECT = "prunekit"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -32,7 +34,7 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 __all__ = [
     "hookimpl", "hookspec", "register_architectures", "plugin_options", "score_importance", "slice_layer",
     "slice_model", "recover", "evaluate", "render_report", "model_source", "restore_structure",
-    "derive_architecture", "add_hookspecs", "register_commands",
+    "derive_architecture", "compress_streaming", "add_hookspecs", "register_commands",
 ]
 
 
@@ -168,6 +170,18 @@ def derive_architecture(model: PreTrainedModel) -> Architecture | None:
     :class:`~prunekit.errors.UsageError` for a model that cannot be sliced at all. The built-in ``discovery`` answers
     last, offering only the dimensions whose slicing is exact on a replay of the model's own layers
     (docs/architectures.md); with no answer, the lookup is a one-line ``UsageError`` naming the model type."""
+
+
+@hookspec(firstresult=True)
+def compress_streaming(request: StreamRequest) -> StreamedRun | None:
+    """Compress a model larger than memory: score, slice and write it one decoder layer at a time (``--stream``).
+
+    Called in place of loading the model, ``score_importance``, the keep plan and ``slice_layer``'s loop and saving,
+    for a run with ``--stream``; no evaluator measures (the model is never whole in memory) and no recovery plugin or
+    whole-model slicer may take part. The built-in ``stream`` answers last: it hands the run's pruner a model whose
+    layers load from the checkpoint as they are asked for, one at a time, and writes ``request.target`` shard by shard
+    as ``save_pretrained`` would, tensor for tensor what the same run in memory saves. Time each stage with
+    ``request.stage``; return a :class:`~prunekit.payloads.StreamedRun` for the report."""
 
 
 @hookspec(historic=True)

@@ -41,11 +41,12 @@ def check_checkpoint(directory: Path) -> list[Path]:
     return weight_files(directory)
 
 
-def weight_files(directory: Path) -> list[Path]:
+def weight_files(directory: Path, check: bool = True) -> list[Path]:
     """The safetensors files a checkpoint loads from, in transformers' order (``model.safetensors``, else the shards
-    its index names), each checked readable; none for a checkpoint without them (``pytorch_model.bin``, left to
-    transformers). Only headers are read (:func:`check_weights_file`), so a good checkpoint costs milliseconds, and a
-    missing shard, a truncated file or a corrupt header is a usage error naming the file, not a traceback."""
+    its index names), each checked readable unless ``check`` is off (a reader that checks them itself); none for a
+    checkpoint without them (``pytorch_model.bin``, left to transformers). Only headers are read
+    (:func:`check_weights_file`), so a good checkpoint costs milliseconds, and a missing shard, a truncated file or a
+    corrupt header is a usage error naming the file, not a traceback."""
     if (directory / WEIGHTS).is_file():
         files = [directory / WEIGHTS]
     elif (index := directory / INDEX).is_file():
@@ -59,7 +60,7 @@ def weight_files(directory: Path) -> list[Path]:
                 raise UsageError(f"weights file {file} is missing ({INDEX} names it as a shard)")
     else:
         return []
-    for file in files:
+    for file in files if check else ():
         check_weights_file(file)
     return files
 

@@ -44,6 +44,7 @@ DEFAULT_PLUGINS: dict[str, str] = {
     "slicer": "prunekit.plugins.slicer",
     "discovery": "prunekit.plugins.discovery",
     "report": "prunekit.plugins.report",
+    "stream": "prunekit.plugins.streaming",
     "models": "prunekit.plugins.models",
     "random": "prunekit.plugins.random_pruner",
     "perplexity": "prunekit.plugins.evaluators.perplexity",
@@ -64,10 +65,10 @@ DEFAULT_PLUGINS: dict[str, str] = {
     "plugins": "prunekit.plugins.commands.listing",
 }
 """Every built-in plugin, by its name: the one ``--plugins`` takes, for those that take part in runs."""
-CORE_PLUGINS: dict[str, str] = {name: DEFAULT_PLUGINS[name] for name in ("slicer", "discovery", "report")}
+CORE_PLUGINS: dict[str, str] = {name: DEFAULT_PLUGINS[name] for name in ("slicer", "discovery", "report", "stream")}
 """Built-ins that take part in every run without being named in ``--plugins``: the structural slicer, ``discovery``
 (``derive_architecture``: the adapter of a model no plugin registers one for, so that a family needs no plugin of its
-own) and ``report`` (``render_report``: ``report.md``, the model card)."""
+own), ``report`` (``render_report``: ``report.md``, the model card) and ``stream`` (``compress_streaming``)."""
 
 
 @dataclass(frozen=True)

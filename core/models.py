@@ -148,7 +148,10 @@ def fingerprint(model: PreTrainedModel) -> str:
     """A short hash of the config and every weight: the identity caches (baselines, policies) key on.
 
     Hashing the weights, not a name or path, means a fine-tuned or re-saved model never picks up another model's cache
-    entry; it reads each tensor once (about a second for 135M)."""
+    entry; it reads each tensor once (about a second for 135M). A model whose weights are not in memory (a streamed
+    run's) carries the function that hashes them from its checkpoint, as ``prunekit_fingerprint``."""
+    if (known := getattr(model, "prunekit_fingerprint", None)) is not None:
+        return known()
     digest = hashlib.sha256(json.dumps(model.config.to_diff_dict(), sort_keys=True, default=str).encode())
     for name, tensor in model.state_dict().items():
         digest.update(name.encode())

@@ -14,18 +14,20 @@ from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from contextlib import AbstractContextManager
 
     import torch
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
     from prunekit.architectures import Architecture
     from prunekit.config import RunConfig
-    from prunekit.output import Report
+    from prunekit.hooks import Hooks
+    from prunekit.output import Params, Report
     from prunekit.uncompressed import UncompressedLayers
 
 __all__ = [
     "Dimension", "ScoreRequest", "Importance", "ModelSlice", "RestoreRequest", "SliceRequest", "RecoverRequest",
-    "Recovery", "EvalRequest", "ReportRequest", "Metrics", "ModelSource",
+    "Recovery", "EvalRequest", "ReportRequest", "Metrics", "ModelSource", "StreamRequest", "StreamedRun",
 ]
 
 
@@ -209,3 +211,30 @@ class ModelSource:
     def __post_init__(self) -> None:
         if (self.checkpoint is None) == (self.build is None):
             raise TypeError("a ModelSource gives either checkpoint or build, not both or neither")
+
+
+@dataclass
+class StreamRequest(_Options):
+    """A ``--stream`` run to compress without the whole model in memory, in
+    :func:`~prunekit.hookspecs.compress_streaming`."""
+
+    config: RunConfig
+    hooks: Hooks
+    """The run's hooks: its pruner's ``score_importance`` and the ``slice_layer`` chain, to call layer by layer."""
+    target: Path
+    """Where the compressed checkpoint goes (the run's ``model/``), written whole or not at all."""
+    stage: Callable[[str], AbstractContextManager[None]]
+    """``with request.stage("score"):`` times a stage and measures its memory for the report (load, score, slice,
+    save)."""
+
+
+@dataclass
+class StreamedRun:
+    """What a streamed compression did, for the report."""
+
+    params: Params
+    pruning: dict[str, Any]
+    """The pruner's report per dimension, as a run in memory records it."""
+    stock: bool
+    source: Path
+    """The checkpoint directory it read."""

@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING
 
 from prunekit import __version__, baselines, files, memory, output, rundir
 from prunekit.errors import UsageError, keeps_on_interrupt
-from prunekit.payloads import Dimension, EvalRequest, RecoverRequest, ReportRequest, ScoreRequest, SliceRequest
+from prunekit.payloads import (Dimension, EvalRequest, Metrics, RecoverRequest, ReportRequest, ScoreRequest,
+                               SliceRequest, StreamRequest)
 from prunekit.progress import track
 from prunekit.slicing import keep_plan, kept_layers
 from prunekit.uncompressed import UncompressedLayers
@@ -202,6 +203,9 @@ def run(config: RunConfig, plugins: Plugins) -> output.Report:
     if hooks.model_slicers() and hooks.scorers():
         raise UsageError(f"{', '.join(hooks.model_slicers())} slices the whole model and cannot share a run with "
                          f"the per-layer pruner {', '.join(hooks.scorers())}; select one")
+    if config.stream and (whole := hooks.model_slicers() + hooks.recoverers(config.plugins)):
+        raise UsageError(f"--stream holds one layer in memory, and {', '.join(whole)} needs the whole model; "
+                         "run without --stream")
     directory = rundir.choose(config)
     existed = directory.exists()
     with keeps_on_interrupt(lambda: f"no result was saved; {_kept(directory)}; "
@@ -225,6 +229,8 @@ def _compress(config: RunConfig, plugins: Plugins, hooks: Hooks, directory: Path
     from prunekit.models import load_model  # torch and transformers: once the input is known to be good
 
     clock = Stopwatch()
+    if config.stream:
+        return _streamed(config, hooks, clock, directory)
     with clock.stage("load"):
         loaded = load_model(config.model, dtype=config.dtype, device=config.device)
     model, tokenizer, storage_dtype = loaded.model, loaded.tokenizer, loaded.storage_dtype
@@ -264,19 +270,36 @@ def _compress(config: RunConfig, plugins: Plugins, hooks: Hooks, directory: Path
 
     with clock.stage("save"):
         files.save_model(compressed.to(storage_dtype), tokenizer, directory / "model")
+    params = params_report(params_before, layers_before, units_before, compressed, architecture)
+    report = _finish(config, hooks, clock, directory, params=params, metrics={"before": before, "after": after},
+                     stock=state["stock"], pruning=state["pruning"], recovery=recovery, bytes_before=bytes_before,
+                     baseline=baseline)
+    kept.clear()
+    return report
 
+
+def _streamed(config: RunConfig, hooks: Hooks, clock: Stopwatch, directory: Path) -> output.Report:
+    """``--stream``: ``compress_streaming`` loads, scores, slices and saves the model a layer at a time. Evaluating
+    needs the whole model, so nothing is measured (docs/streaming.md: evaluating the result offloaded)."""
+    rundir.claim(directory, config)
+    streamed = hooks.compress_streaming(StreamRequest(config, hooks, directory / "model", clock.stage))
+    log.warning("--stream: evaluation skipped (it needs the whole model in memory); see docs/streaming.md")
+    return _finish(config, hooks, clock, directory, params=streamed.params, stock=streamed.stock,
+                   metrics={"before": Metrics(), "after": Metrics()}, pruning=streamed.pruning, recovery=[],
+                   bytes_before=output.weight_bytes(streamed.source), baseline=None)
+
+
+def _finish(config: RunConfig, hooks: Hooks, clock: Stopwatch, directory: Path, *, params: output.Params,
+            bytes_before: int | None, **parts: object) -> output.Report:
+    """Write the report of a run whose model is saved: the renderers' files, then ``report.json``, which marks the
+    run finished."""
     report = output.Report(
-        prunekit_version=__version__, model=config.model, plugins=config.plugins, ratio=config.ratio,
-        params=params_report(params_before, layers_before, units_before, compressed, architecture),
-        metrics={"before": before, "after": after}, timings=clock.seconds, peak_rss_mb=round(clock.peak_mb(), 1),
-        memory=clock.memory, stock=state["stock"], pruning=state["pruning"], recovery=recovery,
+        prunekit_version=__version__, model=config.model, plugins=config.plugins, ratio=config.ratio, params=params,
+        timings=clock.seconds, peak_rss_mb=round(clock.peak_mb(), 1), memory=clock.memory,
         versions=output.package_versions(), config=config.model_copy(update={"output": directory}),
-        disk_bytes=output.DiskBytes(before=bytes_before, after=output.weight_bytes(directory / "model")),
-        baseline=baseline,
-    )
+        disk_bytes=output.DiskBytes(before=bytes_before, after=output.weight_bytes(directory / "model")), **parts)
     hooks.render_report(ReportRequest(report, directory))
     files.write_text(directory / rundir.REPORT_FILE, report.model_dump_json(indent=2) + "\n")  # the run is finished
-    kept.clear()
     return report
 
 

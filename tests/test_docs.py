@@ -46,9 +46,9 @@ def summary(name: str) -> str:
 def test_the_hooks_the_core_defines_and_the_one_the_search_adds():
     core = sorted(name for name, spec in SPECS.items() if spec.__module__ == hookspecs.__name__)
     assert core == [
-        "add_hookspecs", "derive_architecture", "evaluate", "model_source", "plugin_options", "recover",
-        "register_architectures", "register_commands", "render_report", "restore_structure", "score_importance",
-        "slice_layer", "slice_model",
+        "add_hookspecs", "compress_streaming", "derive_architecture", "evaluate", "model_source", "plugin_options",
+        "recover", "register_architectures", "register_commands", "render_report", "restore_structure",
+        "score_importance", "slice_layer", "slice_model",
     ]
     assert {name: SPECS[name].__module__ for name in set(SPECS) - set(core)} == {
         "select_ratio": "prunekit.plugins.search.hookspecs"

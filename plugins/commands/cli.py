@@ -6,6 +6,7 @@ built (:mod:`.evaluate` and :mod:`.listing` add them), with the command line's e
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -21,6 +22,10 @@ from prunekit.plugins.commands.evaluate import evaluate
 def eval_(
     model: ModelOpt = None, plugins: PluginsOpt = None, tasks: TasksOpt = None, limit: LimitOpt = None,
     config: ConfigOpt = None, device: DeviceOpt = None, dtype: DtypeOpt = None, option: OptionOpt = None,
+    offload: Annotated[Path | None, typer.Option("--offload", help=(
+        "Folder for the weights that do not fit: accelerate places the model (GPUs, CPU up to --max-memory, "
+        "then this folder). Slow."))] = None,
+    max_memory: Annotated[str, typer.Option("--max-memory", help="CPU memory for weights with --offload.")] = "2GiB",
     as_json: JsonOpt = False,
 ) -> None:
     """Measure any model (a run's model/, a Hub id, a built-in name) with the active evaluators."""
@@ -29,7 +34,7 @@ def eval_(
 
     run_config = build_config(config, dict(model=model, plugins=plugins, tasks=tasks, limit=limit,
                                            device=device, dtype=dtype), option)
-    evaluation = evaluate(run_config, get_plugins())
+    evaluation = evaluate(run_config, get_plugins(), offload, max_memory)
     if as_json:
         return emit_json(evaluation.model_dump_json(indent=2))
     stdout.print_json(evaluation.model_dump_json(include={"model", "params", "metrics"}))

@@ -55,9 +55,11 @@ class KeepPolicy(nn.Module):
         Evaluated right to left, ``W @ (A.weight^T v) + A.bias . v``: the same function and the
         same gradients as ``A(W) @ v``, but ``rows * hidden`` work instead of
         ``rows * hidden * width``, which is what makes training on a CPU take seconds per episode.
+        ``weight`` may be held in 16 bits (:func:`~prunekit.plugins.prunenet.scoring.ffn_weights`); it is
+        computed with in float32, as the model holds it.
         """
         direction = self.A.weight.T @ self.v
-        return weight @ direction + self.A.bias @ self.v
+        return weight.float() @ direction + self.A.bias @ self.v
 
 
 def logistic_noise(shape: torch.Size | tuple[int, ...], generator: torch.Generator) -> torch.Tensor:

@@ -27,10 +27,25 @@ SELECTIONS = {
 
 
 def ffn_weights(request: ScoreRequest) -> list[torch.Tensor]:
-    """Each layer's FFN input weight as float32 ``[channels, hidden]`` (finite: a model with a
-    non-finite weight is refused when it loads, :func:`prunekit.models.first_non_finite`)."""
-    return [request.architecture.ffn_input_weight(layer).detach().float()
+    """Each layer's FFN input weight ``[channels, hidden]``, held in the narrowest float type that
+    keeps its values exactly (:func:`exact_copy`), read a layer at a time (finite: a model with a
+    non-finite weight is refused when it loads, :func:`prunekit.models.first_non_finite`).
+
+    Training needs every layer's matrix at once, and a run streaming a model larger than memory
+    (``--stream``) holds these and one layer: a 16-bit checkpoint's weights are 16-bit numbers
+    however wide the model computes, so they take half the memory of float32 copies and give
+    the same policy, scores and spectra."""
+    return [exact_copy(request.architecture.ffn_input_weight(layer).detach())
             for layer in request.architecture.layers(request.model)]
+
+
+def exact_copy(weight: torch.Tensor) -> torch.Tensor:
+    """``weight`` in bfloat16 or float16 where that holds every value exactly, else in float32."""
+    for dtype in (torch.bfloat16, torch.float16):
+        narrow = weight.to(dtype)
+        if torch.equal(narrow.to(weight.dtype), weight):
+            return narrow
+    return weight.float()
 
 
 def obtain_policy(

@@ -1,0 +1,204 @@
+"""A model whose weights stay on disk: a skeleton on the ``meta`` device, and its decoder layers loaded one at a time.
+
+The skeleton is the model ``from_pretrained`` would build (accelerate's ``init_empty_weights``: every module, no
+data), so shapes, counts, the config and the architecture adapter are all there at no memory cost. A pruner sees the
+model through :class:`StreamedArchitecture`, whose ``layers(model)`` loads layer ``i`` (in the run's dtype, as
+``from_pretrained`` would give it) when it is asked for and puts the previous one back on ``meta``; everything else is
+the family's own adapter. So the weight-only pruners (``magnitude``, ``random``, ``prunenet``, a third party's that
+walks the layers in order) run unchanged, holding one layer at a time.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+import torch
+from accelerate.utils import set_module_tensor_to_device
+
+from prunekit.architectures import Architecture
+from prunekit.errors import UsageError
+from prunekit.models import first_non_finite
+
+if TYPE_CHECKING:
+    from torch import nn
+    from transformers import PretrainedConfig, PreTrainedModel
+
+    from prunekit.hooks import Hooks
+    from prunekit.payloads import Dimension
+    from prunekit.plugins.streaming.checkpoint import Checkpoint
+
+
+def import_family(config: PretrainedConfig) -> None:
+    """Import the module of ``config``'s family, as ``AutoModelForCausalLM`` does when it first builds one."""
+    from transformers import MODEL_FOR_CAUSAL_LM_MAPPING
+
+    MODEL_FOR_CAUSAL_LM_MAPPING.get(type(config), None)
+
+
+def skeleton(config: PretrainedConfig, dtype: torch.dtype) -> PreTrainedModel:
+    """The model ``from_pretrained(dtype=dtype)`` builds from ``config``, every tensor on ``meta``.
+
+    Built under ``torch.device("meta")``, as ``from_pretrained`` builds before it loads, so that no tensor is ever
+    allocated (accelerate's ``init_empty_weights`` allocates each parameter before moving it: untouched, so not
+    resident, but counted against a memory cap). The buffers a model computes for itself (rotary frequencies) stay
+    meta too: the skeleton is never run."""
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    model.tie_weights()  # building on meta leaves tied weights apart; from_pretrained ties them on loading
+    model.config.dtype = dtype  # as from_pretrained records it, so that the config hashes alike
+    return model.eval()
+
+
+def stand_in(config: PretrainedConfig) -> PreTrainedModel:
+    """A small random-weight model of the family, for deriving its adapter (which replays layers, so needs weights):
+    one decoder layer of each kind the config names (sliding and full attention, say), and a small vocabulary."""
+    from transformers import AutoModelForCausalLM
+
+    small = copy.deepcopy(config)
+    text = small.get_text_config()
+    kinds = list(getattr(text, "layer_types", None) or [])
+    text.num_hidden_layers = max(1, len(set(kinds))) if kinds else min(2, text.num_hidden_layers)
+    if kinds:
+        text.layer_types = list(dict.fromkeys(kinds))
+    ids = [value for key in ("pad_token_id", "bos_token_id", "eos_token_id")
+           for value in _as_list(getattr(text, key, None)) if isinstance(value, int)]
+    text.vocab_size = max([512, *(value + 1 for value in ids)])
+    return AutoModelForCausalLM.from_config(small, dtype=torch.float32).eval()
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def module_name(model: nn.Module, module: nn.Module) -> str:
+    """The qualified name of ``module`` inside ``model``."""
+    return next(name for name, candidate in model.named_modules() if candidate is module)
+
+
+def source_name(model: PreTrainedModel, name: str, checkpoint: Checkpoint) -> str:
+    """Where the checkpoint keeps the model's tensor ``name``: under that name, or, for a tied weight the file omits
+    (``lm_head.weight``), under its source's."""
+    if name in checkpoint.entries:
+        return name
+    tied = (getattr(model, "all_tied_weights_keys", None) or {}).get(name)
+    if tied in checkpoint.entries:
+        return tied
+    raise UsageError(f"--stream reads each tensor under the model's own name, and {checkpoint.directory} has no "
+                     f"{name!r} (a checkpoint saved under other names loads only whole)")
+
+
+class StreamedLayers:
+    """The skeleton's decoder layers, each loaded from the checkpoint when indexed (or iterated to), the one before
+    put back on ``meta``: at most one layer's weights are in memory."""
+
+    def __init__(self, model: PreTrainedModel, layers: nn.ModuleList, checkpoint: Checkpoint, dtype: torch.dtype,
+                 device: torch.device) -> None:
+        self.model, self.modules, self.checkpoint, self.dtype, self.device = model, layers, checkpoint, dtype, device
+        self.prefix = module_name(model, layers)
+        self.loaded: int | None = None
+        self.names = [list(layer.state_dict(keep_vars=True)) for layer in layers]  # what the checkpoint holds
+
+    def __len__(self) -> int:
+        return len(self.modules)
+
+    def __iter__(self) -> Iterator[nn.Module]:
+        for index in range(len(self)):
+            yield self[index]
+
+    def __getitem__(self, index: int) -> nn.Module:
+        index = range(len(self))[index]
+        if self.loaded != index:
+            self.release()
+            layer = self.modules[index]
+            for name in self.names[index]:
+                stored = self.checkpoint.read(source_name(self.model, f"{self.prefix}.{index}.{name}", self.checkpoint))
+                set_module_tensor_to_device(layer, name, self.device, value=stored.to(self.dtype)
+                                            if stored.is_floating_point() else stored)
+            self.loaded = index
+            if (tensor := first_non_finite(layer)) is not None:
+                raise UsageError(f"{self.prefix}.{index}.{tensor} holds non-finite values (NaN or Inf) in "
+                                 f"{self.checkpoint.directory}; a pruned model would be meaningless")
+        return self.modules[index]
+
+    def release(self) -> None:
+        """Put the loaded layer's weights back on ``meta``, keeping their (perhaps sliced) shapes."""
+        if self.loaded is not None:
+            layer = self.modules[self.loaded]
+            for name in self.names[self.loaded]:
+                set_module_tensor_to_device(layer, name, "meta")
+            self.loaded = None
+
+
+class StreamedArchitecture(Architecture):
+    """The family's adapter, with the streamed model's layers loaded as they are asked for (:class:`StreamedLayers`);
+    any other model is the adapter's as it is."""
+
+    def __init__(self, adapter: Architecture, streamed: StreamedLayers) -> None:
+        self.adapter, self.streamed = adapter, streamed
+        self.family, self.model_types = adapter.family, adapter.model_types
+        self.dimensions, self.lora_targets, self.reasons = adapter.dimensions, adapter.lora_targets, adapter.reasons
+
+    def __getattr__(self, name: str) -> Any:  # an adapter's own extras (head_shape) pass through
+        return getattr(self.adapter, name)
+
+    def layers(self, model: PreTrainedModel) -> Any:
+        return self.streamed if model is self.streamed.model else self.adapter.layers(model)
+
+    def units(self, layer: nn.Module, dimension: Dimension) -> int:
+        return self.adapter.units(layer, dimension)
+
+    def ffn_input_weight(self, layer: nn.Module) -> torch.Tensor:
+        return self.adapter.ffn_input_weight(layer)
+
+    def output_projection(self, layer: nn.Module, dimension: Dimension) -> nn.Module:
+        return self.adapter.output_projection(layer, dimension)
+
+    def slice(self, layer: nn.Module, dimension: Dimension, keep: torch.Tensor) -> None:
+        self.adapter.slice(layer, dimension, keep)
+
+    def sync_config(self, model: PreTrainedModel) -> bool:
+        return self.adapter.sync_config(model)
+
+    def drop_layers(self, model: PreTrainedModel, keep: list[int]) -> None:
+        raise UsageError("--stream slices layers in place and cannot drop whole layers; run without --stream")
+
+
+def fingerprint(model: PreTrainedModel, checkpoint: Checkpoint, dtype: torch.dtype) -> Callable[[], str]:
+    """:func:`prunekit.models.fingerprint` of the model as ``from_pretrained`` would load it, read from the checkpoint
+    a chunk at a time: the same hash (the same config, then every tensor of ``state_dict()`` in order, in ``dtype``),
+    so that a streamed run finds the policies and baselines an in-memory run cached. Computed on first call, once."""
+    state = model.state_dict(keep_vars=True)
+    known: list[str] = []
+
+    def compute() -> str:
+        if not known:
+            digest = hashlib.sha256(json.dumps(model.config.to_diff_dict(), sort_keys=True, default=str).encode())
+            for name, tensor in state.items():
+                digest.update(name.encode())
+                if tensor.device.type != "meta" and name not in checkpoint.entries:  # a buffer the model computes
+                    chunks: Iterator[torch.Tensor] = iter([tensor.detach()])
+                else:
+                    chunks = checkpoint.chunks(source_name(model, name, checkpoint),
+                                               dtype if tensor.is_floating_point() else None)
+                for chunk in chunks:
+                    digest.update(chunk.cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+            known.append(digest.hexdigest()[:16])
+        return known[0]
+
+    return compute
+
+
+def architecture(hooks: Hooks, config: PretrainedConfig) -> Architecture:
+    """The adapter the run would use for the model of ``config``: a registered one, else the one derived from a
+    stand-in of the family (:func:`stand_in`; the derivation replays layers, which the skeleton cannot)."""
+    model_type = getattr(config, "model_type", None)
+    for adapter in hooks.architectures():
+        if model_type in adapter.model_types:
+            return adapter
+    return hooks.architecture_for(stand_in(config))
