@@ -23,7 +23,7 @@ from prunekit import loading, manager, pipeline
 from prunekit.config import build_config
 from prunekit.errors import UsageError
 from prunekit.models import fingerprint, load_model
-from prunekit.plugins.models.tiny import tiny_model
+from prunekit.plugins.models.tiny import FAMILIES, tiny_model
 from prunekit.plugins.streaming import layers as streamed
 from prunekit.plugins.streaming.checkpoint import Checkpoint, ShardWriter
 
@@ -142,6 +142,15 @@ def test_the_checkpoint_reads_row_ranges(tmp_path):
     assert torch.equal(checkpoint.read("w", slice(2, 4)), torch.tensor([[4.0, 5.0], [6.0, 7.0]]))
     assert torch.equal(torch.cat(list(checkpoint.chunks("w"))), torch.arange(12.0).reshape(6, 2))
     assert checkpoint.read("s").item() == 3.0
+
+
+@pytest.mark.parametrize("family", [*FAMILIES, "gemma3_text", "qwen3_moe"])
+def test_the_stand_in_derives_the_adapter_of_the_whole_model(prunekit_plugins, family):
+    """The adapter a streamed run uses is derived on one layer of each kind and a small vocabulary; it must be the
+    adapter the whole model gets (dimensions, paths, config fields and reasons alike)."""
+    hooks = prunekit_plugins.hooks([])
+    model = tiny_model(family)
+    assert streamed.architecture(hooks, model.config) == hooks.architecture_for(model)
 
 
 def test_the_layers_load_one_at_a_time(tmp_path):
