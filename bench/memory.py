@@ -10,7 +10,8 @@ cache), so its training memory is in the figure. Runs are sequential; run nothin
 
 The table's last columns extrapolate to Llama-2-7B and -70B shapes: in memory, the measured bytes per parameter
 times the parameters; streamed, the mechanism's terms (docs/streaming.md): the largest decoder layer in float32 twice
-(loaded, then sliced), the copy buffers, and for PruneNet the 16-bit copies of every layer's FFN input matrix.
+(loaded, then sliced), a fixed overhead (:data:`OVERHEAD_MB`), and for PruneNet the 16-bit copies of every layer's FFN
+input matrix. Both add the process's memory at the start of loading, as measured on each model.
 """
 
 from __future__ import annotations
@@ -30,8 +31,10 @@ PLUGINS = ("magnitude", "prunenet")
 EVALUATORS = "perplexity,zeroshot,latency,generation"
 COMPRESSION = ("load", "score", "slice", "save")
 MB = 2**20
-COPY_BUFFERS_MB = 3 * 16
-"""A 16 MB chunk as read, in float32, and cast back (``prunekit.plugins.streaming.checkpoint.CHUNK_BYTES``)."""
+OVERHEAD_MB = 48
+"""What the streamed stages hold beyond the layers and PruneNet's matrices, as measured on the built-in models: code
+the stages import (PruneNet's scoring brings scipy, 24 MB), what deriving the adapter leaves (about 20 MB), the copy
+buffers (4 MB chunks, cast)."""
 LLAMA2 = {  # hidden, FFN width, layers, KV heads' width, vocabulary: the published configs
     "7B": dict(hidden=4096, ffn=11008, layers=32, kv=4096, vocab=32000),
     "70B": dict(hidden=8192, ffn=28672, layers=80, kv=1024, vocab=32000),
@@ -73,7 +76,7 @@ def layer_shape(model: str) -> dict[str, int]:
 
 
 def streamed_estimate_mb(layer: int, ffn_input: int, plugins: str) -> float:
-    return (2 * 4 * layer + (2 * ffn_input if plugins == "prunenet" else 0)) / MB + COPY_BUFFERS_MB
+    return (2 * 4 * layer + (2 * ffn_input if plugins == "prunenet" else 0)) / MB + OVERHEAD_MB
 
 
 def main() -> None:

@@ -176,12 +176,9 @@ def derive_architecture(model: PreTrainedModel) -> Architecture | None:
 def compress_streaming(request: StreamRequest) -> StreamedRun | None:
     """Compress a model larger than memory: score, slice and write it one decoder layer at a time (``--stream``).
 
-    Called in place of loading the model, ``score_importance``, the keep plan and ``slice_layer``'s loop and saving,
-    for a run with ``--stream``; no evaluator measures (the model is never whole in memory) and no recovery plugin or
-    whole-model slicer may take part. The built-in ``stream`` answers last: it hands the run's pruner a model whose
-    layers load from the checkpoint as they are asked for, one at a time, and writes ``request.target`` shard by shard
-    as ``save_pretrained`` would, tensor for tensor what the same run in memory saves. Time each stage with
-    ``request.stage``; return a :class:`~prunekit.payloads.StreamedRun` for the report."""
+    In place of loading, scoring, slicing and saving, with no evaluation and no recovery. The built-in ``stream``
+    answers last: the run's pruner walks layers loaded from the checkpoint one at a time, and ``request.target`` is
+    written shard by shard, tensor for tensor what the run in memory saves. Time each stage with ``request.stage``."""
 
 
 @hookspec(historic=True)

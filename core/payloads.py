@@ -215,17 +215,15 @@ class ModelSource:
 
 @dataclass
 class StreamRequest(_Options):
-    """A ``--stream`` run to compress without the whole model in memory, in
-    :func:`~prunekit.hookspecs.compress_streaming`."""
+    """A ``--stream`` run, in :func:`~prunekit.hookspecs.compress_streaming`."""
 
     config: RunConfig
     hooks: Hooks
-    """The run's hooks: its pruner's ``score_importance`` and the ``slice_layer`` chain, to call layer by layer."""
+    """The run's hooks, for its pruner's ``score_importance`` and the ``slice_layer`` chain."""
     target: Path
-    """Where the compressed checkpoint goes (the run's ``model/``), written whole or not at all."""
+    """The run's ``model/``, to write whole or not at all."""
     stage: Callable[[str], AbstractContextManager[None]]
-    """``with request.stage("score"):`` times a stage and measures its memory for the report (load, score, slice,
-    save)."""
+    """``with request.stage("score"):`` times a stage and measures its memory for the report."""
 
 
 @dataclass
@@ -234,7 +232,6 @@ class StreamedRun:
 
     params: Params
     pruning: dict[str, Any]
-    """The pruner's report per dimension, as a run in memory records it."""
     stock: bool
     source: Path
     """The checkpoint directory it read."""

@@ -279,8 +279,7 @@ def _compress(config: RunConfig, plugins: Plugins, hooks: Hooks, directory: Path
 
 
 def _streamed(config: RunConfig, hooks: Hooks, clock: Stopwatch, directory: Path) -> output.Report:
-    """``--stream``: ``compress_streaming`` loads, scores, slices and saves the model a layer at a time. Evaluating
-    needs the whole model, so nothing is measured (docs/streaming.md: evaluating the result offloaded)."""
+    """``--stream`` (docs/streaming.md): a layer at a time, so with no evaluation, which needs the whole model."""
     rundir.claim(directory, config)
     streamed = hooks.compress_streaming(StreamRequest(config, hooks, directory / "model", clock.stage))
     log.warning("--stream: evaluation skipped (it needs the whole model in memory); see docs/streaming.md")

@@ -174,13 +174,16 @@ def test_the_layers_load_one_at_a_time(tmp_path):
 
 @pytest.fixture
 def core(monkeypatch, capsys):
+    """``core(*args)``: the exit code and stderr of ``core ARGS``; its stdout is left in ``core.out``."""
     from prunekit.cli import main
 
     def invoke(*args: str) -> tuple[int, str]:
         monkeypatch.setattr(sys, "argv", ["core", *args])
         with pytest.raises(SystemExit) as exit:
             main()
-        return exit.value.code, capsys.readouterr().err
+        captured = capsys.readouterr()
+        invoke.out = captured.out
+        return exit.value.code, captured.err
 
     return invoke
 
@@ -315,3 +318,32 @@ def test_a_real_model_streams_within_a_quarter_of_its_float32_size(tmp_path, mod
         start = report["memory"]["load"]["start_mb"]
         for stage in ("load", "score", "slice", "save"):
             assert report["memory"][stage]["peak_mb"] - start < budget, (stage, report["memory"], budget)
+
+
+# --- evaluating a model that does not fit ---------------------------------------------------------------------
+
+
+def test_an_offloaded_evaluation_measures_what_the_loaded_model_measures(tmp_path, core, prunekit_plugins):
+    """``core eval --offload`` lets accelerate keep almost every layer on disk (a 64 KB CPU budget) and load it for
+    each forward pass; the perplexity is the loaded model's."""
+    source = prunekit_plugins.model_source("tiny-llama")
+    tiny_model("llama").save_pretrained(tmp_path / "model")
+    source.tokenizer().save_pretrained(tmp_path / "model")
+    results = {}
+    for name, extra in (("loaded", []), ("offloaded", ["--offload", str(tmp_path / "offload"), "--max-memory", "64KB"])):
+        code, err = core("eval", "--model", str(tmp_path / "model"), "--plugins", "perplexity", "--json", *extra)
+        assert code == 0, err
+        results[name] = json.loads(core.out)["metrics"]["perplexity"]
+    assert results["offloaded"] == pytest.approx(results["loaded"], rel=1e-5)
+    from prunekit.plugins.commands.evaluate import offloaded
+
+    config = build_config(None, dict(model=str(tmp_path / "model")), None)
+    placed = offloaded(config, tmp_path / "offload", "64KB").model.hf_device_map
+    assert "disk" in placed.values(), placed  # safetensors weights are read in place, not copied to the folder
+
+
+def test_an_offloaded_evaluation_of_a_bad_model_is_one_line(tmp_path, core):
+    (tmp_path / "model").mkdir()
+    code, err = core("eval", "--model", str(tmp_path / "model"), "--plugins", "perplexity", "--offload",
+                     str(tmp_path / "offload"))
+    assert code == 2 and err.startswith("Error: ") and len(err.splitlines()) == 1, err

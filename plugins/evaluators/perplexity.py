@@ -117,7 +117,7 @@ def measure(
     stride = window_stride(length, stride)
     batches = windows(stream, length, windows_count, stride)
     overlap = length - stride
-    device = next(model.parameters()).device
+    device = execution_device(model)
     total, scored = 0.0, 0
     with torch.inference_mode():
         for start in track(range(0, len(batches), batch_size), "perplexity", total=math.ceil(len(batches) / batch_size)):
@@ -175,3 +175,15 @@ def evaluate(request: EvalRequest) -> Metrics | None:
     if options.sample:
         details["sample_seed"] = request.config.seed
     return Metrics(perplexity=result.perplexity, loss=result.loss, details={NAME: details})
+
+
+def execution_device(model: PreTrainedModel):
+    """Where the model's inputs go: its first weight's device, or, for a model accelerate placed with offloading
+    (``core eval --offload``), its main device (the first GPU it uses, else the CPU), where offloaded layers run."""
+    import torch
+
+    placed = getattr(model, "hf_device_map", None)
+    if placed:
+        used = [device for device in placed.values() if device not in ("cpu", "disk")]
+        return torch.device(used[0] if used else "cpu")
+    return next(model.parameters()).device
