@@ -347,3 +347,48 @@ def test_an_offloaded_evaluation_of_a_bad_model_is_one_line(tmp_path, core):
     code, err = core("eval", "--model", str(tmp_path / "model"), "--plugins", "perplexity", "--offload",
                      str(tmp_path / "offload"))
     assert code == 2 and err.startswith("Error: ") and len(err.splitlines()) == 1, err
+
+
+# --- a kill ---------------------------------------------------------------------------------------------------------
+
+KILLED = textwrap.dedent("""
+    import os, signal, sys
+    from prunekit.plugins.streaming import checkpoint
+
+    original, calls, writes = checkpoint.ShardWriter.write, [], int(sys.argv[1])
+
+    def write_then_die(self, *args, **kwargs):  # the streamed checkpoint half written
+        original(self, *args, **kwargs)
+        calls.append(1)
+        if len(calls) == writes:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    checkpoint.ShardWriter.write = write_then_die
+    sys.argv = ["core", *sys.argv[2:]]
+    from prunekit.cli import main
+
+    main()
+""")
+
+
+@pytest.mark.parametrize("writes", [3, 12])
+def test_a_rerun_after_a_kill_while_writing_saves_the_same_checkpoint(tmp_path, writes):
+    """SIGKILL after some tensors of the streamed checkpoint are written (in a layer, or past the layers), then the
+    same command again: it finishes with the uninterrupted run's checkpoint, and leaves nothing half written."""
+    import os
+
+    source = save_tiny(tmp_path / "source")
+    compress(source, tmp_path / "expected", stream=True)
+    args = ["run", "--model", str(source), "--plugins", "magnitude", "--ratio", "0.3", "--stream", "--output",
+            str(tmp_path / "run")]
+    env = {**os.environ, "PRUNEKIT_NO_PROGRESS": "1"}
+    child = subprocess.run([sys.executable, "-c", KILLED, str(writes), *args], env=env, capture_output=True,
+                           text=True, timeout=300)
+    assert child.returncode == -9, child.stderr
+    assert not (tmp_path / "run" / "report.json").exists() and not (tmp_path / "run" / "model").exists()
+    rerun = subprocess.run([sys.executable, "-m", "prunekit", *args], env=env, capture_output=True, text=True,
+                           timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert_same_checkpoint(tmp_path / "expected" / "model", tmp_path / "run" / "model")
+    assert sorted(path.name for path in (tmp_path / "run").iterdir()) == ["model", "report.json", "report.md",
+                                                                          "run.json"]
