@@ -12,6 +12,7 @@ import hashlib
 import itertools
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -144,16 +145,18 @@ def _cached_snapshot(repo_id: str) -> Path | None:
     return Path(config).parent if isinstance(config, str) else None
 
 
-def fingerprint(model: PreTrainedModel) -> str:
+def fingerprint(model: PreTrainedModel, tensors: Iterable[tuple[str, Iterable[torch.Tensor]]] | None = None) -> str:
     """A short hash of the config and every weight: the identity caches (baselines, policies) key on.
 
     Hashing the weights, not a name or path, means a fine-tuned or re-saved model never picks up another model's cache
     entry; it reads each tensor once (about a second for 135M). A model whose weights are not in memory (a streamed
-    run's) carries the function that hashes them from its checkpoint, as ``prunekit_fingerprint``."""
-    if (known := getattr(model, "prunekit_fingerprint", None)) is not None:
+    run's) carries, as ``prunekit_fingerprint``, a function that passes ``tensors``: each ``state_dict()`` entry's name
+    and its data in consecutive pieces, read from its checkpoint."""
+    if tensors is None and (known := getattr(model, "prunekit_fingerprint", None)) is not None:
         return known()
     digest = hashlib.sha256(json.dumps(model.config.to_diff_dict(), sort_keys=True, default=str).encode())
-    for name, tensor in model.state_dict().items():
+    for name, pieces in tensors or ((name, [tensor]) for name, tensor in model.state_dict().items()):
         digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+        for piece in pieces:
+            digest.update(piece.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
     return digest.hexdigest()[:16]

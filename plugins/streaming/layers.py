@@ -11,8 +11,7 @@ walks the layers in order) run unchanged, holding one layer at a time.
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
+import functools
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -171,26 +170,17 @@ class StreamedArchitecture(Architecture):
 
 
 def fingerprint(model: PreTrainedModel, checkpoint: Checkpoint, dtype: torch.dtype) -> Callable[[], str]:
-    """:func:`prunekit.models.fingerprint` of the model as ``from_pretrained`` would load it, read from the checkpoint
-    a chunk at a time: the same hash (the same config, then every tensor of ``state_dict()`` in order, in ``dtype``),
-    so that a streamed run finds the policies and baselines an in-memory run cached. Computed on first call, once."""
-    state = model.state_dict(keep_vars=True)
-    known: list[str] = []
+    """:func:`prunekit.models.fingerprint` of the model as ``from_pretrained`` would load it, its tensors read from
+    the checkpoint a chunk at a time in ``dtype``: the same hash, so that a streamed run finds the policies and
+    baselines an in-memory run cached. Computed on first call, once."""
+    from prunekit.models import fingerprint as hashed
 
+    floating = {name: tensor.is_floating_point() for name, tensor in model.state_dict(keep_vars=True).items()}
+
+    @functools.cache
     def compute() -> str:
-        if not known:
-            digest = hashlib.sha256(json.dumps(model.config.to_diff_dict(), sort_keys=True, default=str).encode())
-            for name, tensor in state.items():
-                digest.update(name.encode())
-                if tensor.device.type != "meta" and name not in checkpoint.entries:  # a buffer the model computes
-                    chunks: Iterator[torch.Tensor] = iter([tensor.detach()])
-                else:
-                    chunks = checkpoint.chunks(source_name(model, name, checkpoint),
-                                               dtype if tensor.is_floating_point() else None)
-                for chunk in chunks:
-                    digest.update(chunk.cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
-            known.append(digest.hexdigest()[:16])
-        return known[0]
+        return hashed(model, ((name, checkpoint.chunks(source_name(model, name, checkpoint), dtype if wide else None))
+                              for name, wide in floating.items()))
 
     return compute
 

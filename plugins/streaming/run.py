@@ -10,7 +10,6 @@ So the checkpoint is, tensor for tensor, the one the same run in memory saves (t
 from __future__ import annotations
 
 import copy
-import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,8 +28,6 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
     from prunekit.payloads import StreamRequest
-
-log = logging.getLogger(__name__)
 
 
 def return_freed_memory() -> None:
@@ -62,7 +59,7 @@ def checkpoint_dir(name: str) -> Path:
     if (path := local_path(name)) is not None:
         return path
     try:
-        return Path(snapshot_download(name, allow_patterns=["*.json", "*.safetensors", "tokenizer*"]))
+        return Path(snapshot_download(name, allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja"]))
     except Exception as exc:  # noqa: BLE001 - offline, unknown id: the reason is the message
         raise UsageError(f"cannot load model {name!r} for --stream: {' '.join(str(exc).split())}") from exc
 
@@ -149,12 +146,9 @@ def compress(request: StreamRequest) -> StreamedRun:
 def _copy(name: str, model: PreTrainedModel, checkpoint: Checkpoint, writer: ShardWriter, dtype: torch.dtype,
           storage: torch.dtype) -> None:
     """Tensor ``name`` from the checkpoint into the new one, a row range at a time, cast as a run in memory casts it
-    (to the run's dtype on loading, to the checkpoint's on saving); a buffer the model computes, as it is."""
-    own = model.get_parameter_or_buffer(name)
-    chunks = [own.detach()] if own.device.type != "meta" and name not in checkpoint.entries \
-        else checkpoint.chunks(streamed.source_name(model, name, checkpoint))
+    (to the run's dtype on loading, to the checkpoint's on saving)."""
     row = 0
-    for chunk in chunks:
+    for chunk in checkpoint.chunks(streamed.source_name(model, name, checkpoint)):
         if chunk.is_floating_point():
             chunk = chunk.to(dtype).to(storage)
             if not torch.isfinite(chunk).all():
