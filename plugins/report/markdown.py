@@ -136,6 +136,8 @@ def render_markdown(report: Report, card: str | None = None) -> str:
         f"({report.params.reduction:.1%} fewer)",
         f"- stock checkpoint: {'yes' if report.stock else 'no — load with prunekit.load(DIR)'}",
         f"- peak memory (RSS): {report.peak_rss_mb:.0f} MB",
+        *(["- streamed one decoder layer at a time (`--stream`): not evaluated; `core eval --offload` measures a "
+           "model that does not fit (docs/streaming.md)"] if report.config.stream else []),
     ]
     reach = reach_line(report.params, list(report.pruning))
     if reach:
