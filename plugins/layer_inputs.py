@@ -93,6 +93,11 @@ def capture_inputs(model: PreTrainedModel, layers: nn.ModuleList, samples: torch
     unpacks a tuple), which is what the derived adapter's few-token probe needs.
     """
     device = next(model.parameters()).device
+    if device.type == "meta":
+        from prunekit.errors import UsageError
+
+        raise UsageError("this pruner runs the model on calibration text, which a --stream run cannot do yet "
+                         "(its weights stay on disk; docs/streaming.md); run without --stream")
     inputs = LayerInputs(hidden=[], kwargs={})
     for batch in samples.split(batch_size):
         calls: list[tuple[torch.Tensor, dict[str, Any]]] = []

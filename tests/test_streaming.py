@@ -198,6 +198,15 @@ def test_stream_refuses_what_needs_the_whole_model(tmp_path, core):
         assert not (tmp_path / "run").exists()
 
 
+def test_stream_refuses_a_calibration_pruner(tmp_path, core, prunekit_plugins):
+    source = save_tiny(tmp_path / "source")
+    prunekit_plugins.model_source("tiny-llama").tokenizer().save_pretrained(source)
+    code, err = core("run", "--model", str(source), "--plugins", "activation", "--ratio", "0.3", "--stream",
+                     "--output", str(tmp_path / "run"))
+    assert code == 2 and "runs the model on calibration text, which a --stream run cannot do yet" in err, err
+    assert not (tmp_path / "run").exists()
+
+
 def test_stream_refuses_a_model_built_in_memory(tmp_path, core):
     code, err = core("run", "--model", "tiny-llama", "--plugins", "magnitude", "--ratio", "0.3", "--stream",
                      "--output", str(tmp_path / "run"))
