@@ -1,6 +1,6 @@
 """Peak memory of compressing a model in memory and streamed (``--stream``), against the model's size.
 
-Each configuration is one fresh ``core run`` process (magnitude or PruneNet at ratio 0.3) with the evaluators
+Each configuration is one fresh ``core run`` process (magnitude, PruneNet or activation at ratio 0.3) with the evaluators
 disabled, so that what is measured is the compression itself: the report's per-stage peaks (``memory.<stage>``,
 exact per stage from the kernel's high-water mark), taken above the process's memory at the start of loading, which
 holds the interpreter, the libraries and (streamed) the tokenizer. PruneNet trains its policy in every run (no
@@ -27,7 +27,7 @@ from pathlib import Path
 
 DEFAULT_JSON = Path(__file__).parent / "results" / "memory.json"
 MODELS = ("smollm2-135m", "gemma3-270m")
-PLUGINS = ("magnitude", "prunenet")
+PLUGINS = ("magnitude", "prunenet", "activation")
 EVALUATORS = "perplexity,zeroshot,latency,generation"
 COMPRESSION = ("load", "score", "slice", "save")
 MB = 2**20

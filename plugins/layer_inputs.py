@@ -92,12 +92,10 @@ def capture_inputs(model: PreTrainedModel, layers: nn.ModuleList, samples: torch
     right for a family whose model reads more than the hidden states back from a layer (CPM-Ant
     unpacks a tuple), which is what the derived adapter's few-token probe needs.
     """
-    device = next(model.parameters()).device
-    if device.type == "meta":
-        from prunekit.errors import UsageError
-
-        raise UsageError("this pruner runs the model on calibration text, which a --stream run cannot do yet "
-                         "(its weights stay on disk; docs/streaming.md); run without --stream")
+    # a streamed model (prunekit.plugins.streaming): its layers as modules, none loaded, and weights on meta until
+    # its forward loads what runs before the first layer, onto its own device
+    layers = getattr(layers, "unloaded", layers)
+    device = next((p.device for p in model.parameters() if p.device.type != "meta"), torch.device("cpu"))
     inputs = LayerInputs(hidden=[], kwargs={})
     for batch in samples.split(batch_size):
         calls: list[tuple[torch.Tensor, dict[str, Any]]] = []

@@ -30,8 +30,11 @@ from prunekit.plugins.streaming.checkpoint import Checkpoint, ShardWriter
 NO_CACHE = ["prunenet.cache=false", "prunenet.episodes=3"]
 
 
-def save_tiny(directory: Path, family: str = "llama", dtype: torch.dtype = torch.bfloat16) -> Path:
+def save_tiny(directory: Path, family: str = "llama", dtype: torch.dtype = torch.bfloat16,
+              tokenizer: bool = False) -> Path:
     tiny_model(family).to(dtype).save_pretrained(directory)
+    if tokenizer:
+        manager.get_plugins().model_source(f"tiny-{family}").tokenizer().save_pretrained(directory)
     return directory
 
 
@@ -63,12 +66,16 @@ def assert_same_checkpoint(a: Path, b: Path) -> None:
 
 @pytest.mark.parametrize(("family", "plugins"), [
     ("llama", "magnitude"), ("opt", "magnitude"), ("gpt2", "magnitude"), ("qwen3", "magnitude"), ("phi", "magnitude"),
-    ("llama", "random"), ("llama", "prunenet"), ("gpt2", "prunenet"),
+    ("llama", "random"), ("llama", "prunenet"), ("gpt2", "prunenet"), ("llama", "activation"),
+    ("opt", "activation"), ("gemma3_text", "activation"),
 ])
 def test_a_streamed_run_saves_what_the_run_in_memory_saves(tmp_path, family, plugins):
-    """FFN channels and (``random``) heads; PruneNet trains its policy in each run (no cache)."""
-    source = save_tiny(tmp_path / "source", family)
-    options = [*NO_CACHE, "random.dimensions=[ffn, heads]"]
+    """FFN channels and (``random``, ``activation``) heads; PruneNet trains its policy in each run (no cache);
+    ``activation`` carries its calibration activations down the streamed layers (Gemma 3: two kinds of layer, rotary
+    tables of each)."""
+    source = save_tiny(tmp_path / "source", family, tokenizer=plugins == "activation")
+    options = [*NO_CACHE, "random.dimensions=[ffn, heads]", "activation.count=8", "activation.length=32",
+               *(["activation.dimensions=[ffn, heads]"] if family != "opt" else [])]
     in_memory = compress(source, tmp_path / "memory", stream=False, plugins=plugins, options=options)
     streamed_run = compress(source, tmp_path / "stream", stream=True, plugins=plugins, options=options)
     assert_same_checkpoint(tmp_path / "memory" / "model", tmp_path / "stream" / "model")
@@ -196,15 +203,6 @@ def test_stream_refuses_what_needs_the_whole_model(tmp_path, core):
         assert code == 2, err
         assert f"--stream holds one layer in memory, and {needs} needs the whole model" in err
         assert not (tmp_path / "run").exists()
-
-
-def test_stream_refuses_a_calibration_pruner(tmp_path, core, prunekit_plugins):
-    source = save_tiny(tmp_path / "source")
-    prunekit_plugins.model_source("tiny-llama").tokenizer().save_pretrained(source)
-    code, err = core("run", "--model", str(source), "--plugins", "activation", "--ratio", "0.3", "--stream",
-                     "--output", str(tmp_path / "run"))
-    assert code == 2 and "runs the model on calibration text, which a --stream run cannot do yet" in err, err
-    assert not (tmp_path / "run").exists()
 
 
 def test_stream_refuses_a_model_built_in_memory(tmp_path, core):

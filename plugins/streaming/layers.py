@@ -104,6 +104,40 @@ class StreamedLayers:
         self.loaded: int | None = None
         self.names = [list(layer.state_dict(keep_vars=True)) for layer in layers]  # what the checkpoint holds
 
+    @property
+    def unloaded(self) -> nn.ModuleList:
+        """The layers as they are, none loaded: for code that needs the modules, not their weights
+        (:func:`prunekit.plugins.layer_inputs.capture_inputs` replaces their ``forward``)."""
+        return self.modules
+
+    def load_outside(self) -> None:
+        """Read what lies outside the layers (embeddings, final norm, head) into the model, for a forward pass up to
+        the first layer; memory is then one layer plus these. :meth:`release_outside` puts them back."""
+        for name in self.outside():
+            stored = self.checkpoint.read(source_name(self.model, name, self.checkpoint))
+            set_module_tensor_to_device(self.model, name, self.device, value=stored.to(self.dtype)
+                                        if stored.is_floating_point() else stored)
+        self.model.tie_weights()
+
+    def before_forward(self, model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
+                       ) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """A forward pre-hook for the model: what lies outside the layers loaded (once), the inputs on its device."""
+        if self.model.get_input_embeddings().weight.device.type == "meta":
+            self.load_outside()
+        move = lambda value: value.to(self.device) if isinstance(value, torch.Tensor) else value  # noqa: E731
+        return tuple(map(move, args)), {key: move(value) for key, value in kwargs.items()}
+
+    def release_outside(self) -> None:
+        for name in self.outside():
+            set_module_tensor_to_device(self.model, name, "meta")
+        self.model.tie_weights()
+
+    def outside(self) -> list[str]:
+        """The tensors outside the layers the checkpoint holds, a tied weight once (under its source's name)."""
+        tied = getattr(self.model, "all_tied_weights_keys", None) or {}
+        return [name for name in self.model.state_dict(keep_vars=True)
+                if not name.startswith(f"{self.prefix}.") and name not in tied]
+
     def __len__(self) -> int:
         return len(self.modules)
 
@@ -185,11 +219,26 @@ def fingerprint(model: PreTrainedModel, checkpoint: Checkpoint, dtype: torch.dty
     return compute
 
 
-def architecture(hooks: Hooks, config: PretrainedConfig) -> Architecture:
-    """The adapter the run would use for the model of ``config``: a registered one, else the one derived from a
-    stand-in of the family (:func:`stand_in`; the derivation replays layers, which the skeleton cannot)."""
-    model_type = getattr(config, "model_type", None)
-    for adapter in hooks.architectures():
-        if model_type in adapter.model_types:
-            return adapter
-    return hooks.architecture_for(stand_in(config))
+def architecture(hooks: Hooks, small: PreTrainedModel) -> Architecture:
+    """The adapter the run would use for the model ``small`` stands in for (:func:`stand_in`): a registered one, else
+    the one derived from ``small`` (the derivation replays layers, which the skeleton cannot)."""
+    return hooks.architecture_for(small)
+
+
+def computed_buffers(model: PreTrainedModel, small: PreTrainedModel, adapter: Architecture) -> None:
+    """Give the skeleton the buffers the model computes when it is built (rotary tables, embedding scales), from its
+    stand-in, which computed them from the same config: a layer's from the stand-in's layer of the same kind. They
+    are what a forward pass needs beyond the weights, for a calibration pruner."""
+    kinds = list(getattr(model.config.get_text_config(), "layer_types", None) or [])
+    order = list(dict.fromkeys(kinds))
+    prefix, small_prefix = module_name(model, adapter.layers(model)), module_name(small, adapter.layers(small))
+    computed = dict(small.named_non_persistent_buffers())
+    for name, buffer in model.named_non_persistent_buffers():
+        if name.startswith(f"{prefix}."):
+            index, rest = name.removeprefix(f"{prefix}.").split(".", 1)
+            kind = order.index(kinds[int(index)]) if kinds else 0
+            name_in_small = f"{small_prefix}.{kind}.{rest}"
+        else:
+            name_in_small = name
+        if name_in_small in computed and computed[name_in_small].shape == buffer.shape:
+            set_module_tensor_to_device(model, name, "cpu", value=computed[name_in_small].clone())

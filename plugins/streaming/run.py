@@ -85,7 +85,10 @@ def compress(request: StreamRequest) -> StreamedRun:
         device = resolve_device(config.device)
         dtype = resolve_dtype(config.dtype, device)
         model = streamed.skeleton(model_config, dtype)
-        adapter = streamed.architecture(hooks, model.config)
+        small = streamed.stand_in(model.config)
+        adapter = streamed.architecture(hooks, small)
+        streamed.computed_buffers(model, small, adapter)
+        del small
         layers = streamed.StreamedLayers(model, adapter.layers(model), checkpoint, dtype, device)
         architecture = streamed.StreamedArchitecture(adapter, layers)
         model.prunekit_fingerprint = streamed.fingerprint(model, checkpoint, dtype)
@@ -95,8 +98,14 @@ def compress(request: StreamRequest) -> StreamedRun:
     layers_before, units_before = parameter_parts(model, adapter)
 
     with request.stage("score"):
-        importances = hooks.score_importance(ScoreRequest(model, architecture, config, tokenizer=tokenizer))
+        # a calibration pruner runs the model up to the first layer: what lies outside the layers loads then
+        running = model.register_forward_pre_hook(layers.before_forward, with_kwargs=True)
+        try:
+            importances = hooks.score_importance(ScoreRequest(model, architecture, config, tokenizer=tokenizer))
+        finally:
+            running.remove()
         layers.release()
+        layers.release_outside()
     if not importances:
         raise RuntimeError(f"the selected pruners returned no importance for {config.model}")
     pruning: dict[str, object] = {}
