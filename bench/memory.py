@@ -10,8 +10,9 @@ cache), so its training memory is in the figure. Runs are sequential; run nothin
 
 The table's last columns extrapolate to Llama-2-7B and -70B shapes: in memory, the measured bytes per parameter
 times the parameters; streamed, the mechanism's terms (docs/streaming.md): the largest decoder layer in float32 twice
-(loaded, then sliced), a fixed overhead (:data:`OVERHEAD_MB`), and for PruneNet the 16-bit copies of every layer's FFN
-input matrix. Both add the process's memory at the start of loading, as measured on each model.
+(loaded, then sliced), a fixed overhead (:data:`OVERHEAD_MB`), for PruneNet the 16-bit copies of every layer's FFN
+input matrix, for activation the float32 embeddings and head and the calibration activations. Both add the process's
+memory at the start of loading, as measured on each model.
 """
 
 from __future__ import annotations
@@ -41,9 +42,14 @@ LLAMA2 = {  # hidden, FFN width, layers, KV heads' width, vocabulary: the publis
 }
 
 
+CALIBRATION = 32 * 512
+"""Calibration tokens on the CPU (``activation``'s defaults there: 32 samples of 512 tokens)."""
+
+
 def llama_shape(hidden: int, ffn: int, layers: int, kv: int, vocab: int) -> dict[str, int]:
     layer = 3 * hidden * ffn + 2 * hidden * hidden + 2 * hidden * kv + 2 * hidden
-    return {"params": layers * layer + 2 * vocab * hidden + hidden, "layer": layer, "ffn_input": layers * hidden * ffn}
+    return {"params": layers * layer + 2 * vocab * hidden + hidden, "layer": layer, "ffn_input": layers * hidden * ffn,
+            "outside": 2 * vocab * hidden + hidden, "hidden": hidden}
 
 
 def run(model: str, plugins: str, stream: bool, directory: Path) -> dict:
@@ -72,11 +78,18 @@ def layer_shape(model: str) -> dict[str, int]:
     kv = config.num_key_value_heads * getattr(config, "head_dim", config.hidden_size // config.num_attention_heads)
     heads = config.num_attention_heads * kv // config.num_key_value_heads
     layer = 3 * config.hidden_size * config.intermediate_size + 2 * config.hidden_size * (heads + kv)
-    return {"layer": layer, "ffn_input": config.num_hidden_layers * config.hidden_size * config.intermediate_size}
+    heads_out = 1 if config.tie_word_embeddings else 2
+    return {"layer": layer, "ffn_input": config.num_hidden_layers * config.hidden_size * config.intermediate_size,
+            "outside": heads_out * config.vocab_size * config.hidden_size + config.hidden_size,
+            "hidden": config.hidden_size}
 
 
-def streamed_estimate_mb(layer: int, ffn_input: int, plugins: str) -> float:
-    return (2 * 4 * layer + (2 * ffn_input if plugins == "prunenet" else 0)) / MB + OVERHEAD_MB
+def streamed_estimate_mb(shape: dict[str, int], plugins: str) -> float:
+    """Twice the largest layer in float32 and the overhead; PruneNet's 16-bit training matrices; a calibration
+    pruner's float32 embeddings (and head) and its activations, a layer's input and output."""
+    extra = {"prunenet": 2 * shape["ffn_input"],
+             "activation": 4 * shape["outside"] + 2 * 4 * CALIBRATION * shape["hidden"]}.get(plugins, 0)
+    return (2 * 4 * shape["layer"] + extra) / MB + OVERHEAD_MB
 
 
 def main() -> None:
@@ -94,16 +107,15 @@ def main() -> None:
                     row["float32_mb"] = round(row["params"] * 4 / MB, 1)
                     row["share_of_float32"] = round(row["peak_above_start_mb"] / row["float32_mb"], 3)
                     if stream:
-                        row["estimate_mb"] = round(streamed_estimate_mb(shape["layer"], shape["ffn_input"], plugins), 1)
+                        row["estimate_mb"] = round(streamed_estimate_mb(shape, plugins), 1)
                     rows.append(row)
                     print(json.dumps(row), file=sys.stderr)
     extrapolated = {}
     for row in rows:
         name = f"{row['model']} {row['plugins']} {'streamed' if row['stream'] else 'in memory'}"
         if row["stream"]:
-            extrapolated[name] = {size: round(row["start_mb"] + streamed_estimate_mb(
-                llama["layer"], llama["ffn_input"], row["plugins"])) for size, llama in
-                ((size, llama_shape(**config)) for size, config in LLAMA2.items())}
+            extrapolated[name] = {size: round(row["start_mb"] + streamed_estimate_mb(llama_shape(**config), row["plugins"]))
+                                  for size, config in LLAMA2.items()}
         else:
             per_param = row["peak_above_start_mb"] * MB / row["params"]
             row["bytes_per_param"] = round(per_param, 2)
