@@ -80,7 +80,11 @@ class Hooks:
             raise RuntimeError(f"no plugin sliced layer {request.layer_index}")
 
     def compress_streaming(self, request: StreamRequest) -> StreamedRun:
-        return self._pm.subset_hook_caller("compress_streaming", self._inactive)(request=request)
+        from prunekit.errors import UsageError
+
+        if (result := self._pm.subset_hook_caller("compress_streaming", self._inactive)(request=request)) is None:
+            raise UsageError("--stream needs a plugin that compresses streamed, and the built-in stream is disabled")
+        return result
 
     def recoverers(self, order: list[str]) -> list[str]:
         """Active plugins that implement ``recover``, in the order of ``order`` (the run's ``--plugins``), the order

@@ -86,6 +86,27 @@ def test_a_streamed_run_saves_what_the_run_in_memory_saves(tmp_path, family, plu
     assert sum(p.numel() for p in reloaded.parameters()) == streamed_run.params.after
 
 
+def test_a_streamed_run_at_ratio_zero_copies_the_model(tmp_path):
+    source = save_tiny(tmp_path / "source")
+    compress(source, tmp_path / "memory", stream=False, plugins="", ratio=0.0)
+    report = compress(source, tmp_path / "stream", stream=True, plugins="", ratio=0.0)
+    assert_same_checkpoint(tmp_path / "memory" / "model", tmp_path / "stream" / "model")
+    assert report.params.after == report.params.before and "score" not in report.memory
+
+
+def test_stream_with_its_plugin_disabled_is_one_line(tmp_path, core, monkeypatch):
+    source = save_tiny(tmp_path / "source")
+    monkeypatch.setenv("PRUNEKIT_DISABLE_PLUGINS", "stream")
+    manager.get_plugins.cache_clear()
+    try:
+        code, err = core("run", "--model", str(source), "--plugins", "magnitude", "--ratio", "0.3", "--stream",
+                         "--output", str(tmp_path / "run"))
+    finally:
+        manager.get_plugins.cache_clear()
+    assert code == 2 and "the built-in stream is disabled" in err, err
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_streamed_run_reports_its_stages_and_measures_nothing(tmp_path, caplog):
     source = save_tiny(tmp_path / "source")
     report = compress(source, tmp_path / "run", stream=True)

@@ -10,6 +10,7 @@ So the checkpoint is, tensor for tensor, the one the same run in memory saves (t
 from __future__ import annotations
 
 import copy
+from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -97,16 +98,17 @@ def compress(request: StreamRequest) -> StreamedRun:
     params_before = count_parameters(model)
     layers_before, units_before = parameter_parts(model, adapter)
 
-    with request.stage("score"):
+    with request.stage("score") if config.compresses else nullcontext():
         # a calibration pruner runs the model up to the first layer: what lies outside the layers loads then
         running = model.register_forward_pre_hook(layers.before_forward, with_kwargs=True)
         try:
-            importances = hooks.score_importance(ScoreRequest(model, architecture, config, tokenizer=tokenizer))
+            importances = hooks.score_importance(ScoreRequest(model, architecture, config, tokenizer=tokenizer)) \
+                if config.compresses else []
         finally:
             running.remove()
         layers.release()
         layers.release_outside()
-    if not importances:
+    if config.compresses and not importances:
         raise RuntimeError(f"the selected pruners returned no importance for {config.model}")
     pruning: dict[str, object] = {}
     for importance in importances:
