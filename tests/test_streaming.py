@@ -178,7 +178,7 @@ def test_the_stand_in_derives_the_adapter_of_the_whole_model(prunekit_plugins, f
     adapter the whole model gets (dimensions, paths, config fields and reasons alike)."""
     hooks = prunekit_plugins.hooks([])
     model = tiny_model(family)
-    assert streamed.architecture(hooks, model.config) == hooks.architecture_for(model)
+    assert streamed.architecture(hooks, streamed.stand_in(model.config)) == hooks.architecture_for(model)
 
 
 def test_the_layers_load_one_at_a_time(tmp_path):
