@@ -28,6 +28,27 @@ def _quiet_progress(monkeypatch):
 
 
 @pytest.fixture
+def core(monkeypatch, capsys):
+    """``core(*args)`` runs ``core ARGS`` in-process through the console script's entry point
+    (``prunekit.cli:main``): its exit code, stdout and stderr. The environment variables a command
+    sets (offline mode, verbosity) are restored afterwards."""
+    saved = dict(os.environ)
+
+    def invoke(*args: str) -> tuple[int, str, str]:
+        monkeypatch.setattr(sys, "argv", ["core", *args])
+        from prunekit.cli import main
+
+        with pytest.raises(SystemExit) as exit:
+            main()
+        out, err = capsys.readouterr()
+        return exit.value.code, out, err
+
+    yield invoke
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+@pytest.fixture
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"benchmark data not found at {SHARED_DATA}")

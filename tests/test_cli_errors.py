@@ -2,8 +2,9 @@
 errors included (a bad value, an unknown option or command, a missing option, an extra argument);
 help, ``--version`` and the commands' own exit codes are unchanged.
 
-Each case calls the console script's entry point, ``prunekit.cli:main``, in-process: click's
-``CliRunner`` would call the Typer app directly and miss how ``main`` reports click's errors.
+Each case calls the console script's entry point, ``prunekit.cli:main``, in-process (the ``core``
+fixture, tests/conftest.py): click's ``CliRunner`` would call the Typer app directly and miss how
+``main`` reports click's errors.
 """
 
 from __future__ import annotations
@@ -16,25 +17,6 @@ from pathlib import Path
 import pytest
 
 from prunekit import __version__, manager
-from prunekit.cli import main
-
-
-@pytest.fixture
-def core(monkeypatch, capsys):
-    """``core(*args)`` runs ``core ARGS``: its exit code, stdout and stderr. The environment
-    variables a command sets (offline mode, verbosity) are restored afterwards."""
-    saved = dict(os.environ)
-
-    def invoke(*args: str) -> tuple[int, str, str]:
-        monkeypatch.setattr(sys, "argv", ["core", *args])
-        with pytest.raises(SystemExit) as exit:
-            main()
-        out, err = capsys.readouterr()
-        return exit.value.code, out, err
-
-    yield invoke
-    os.environ.clear()
-    os.environ.update(saved)
 
 
 @pytest.mark.parametrize(

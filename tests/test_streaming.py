@@ -99,7 +99,7 @@ def test_stream_with_its_plugin_disabled_is_one_line(tmp_path, core, monkeypatch
     monkeypatch.setenv("PRUNEKIT_DISABLE_PLUGINS", "stream")
     manager.get_plugins.cache_clear()
     try:
-        code, err = core("run", "--model", str(source), "--plugins", "magnitude", "--ratio", "0.3", "--stream",
+        code, _, err = core("run", "--model", str(source), "--plugins", "magnitude", "--ratio", "0.3", "--stream",
                          "--output", str(tmp_path / "run"))
     finally:
         manager.get_plugins.cache_clear()
@@ -178,7 +178,7 @@ def test_the_stand_in_derives_the_adapter_of_the_whole_model(prunekit_plugins, f
     adapter the whole model gets (dimensions, paths, config fields and reasons alike)."""
     hooks = prunekit_plugins.hooks([])
     model = tiny_model(family)
-    assert streamed.architecture(hooks, streamed.stand_in(model.config)) == hooks.architecture_for(model)
+    assert hooks.architecture_for(streamed.stand_in(model.config)) == hooks.architecture_for(model)
 
 
 def test_the_layers_load_one_at_a_time(tmp_path):
@@ -200,26 +200,10 @@ def test_the_layers_load_one_at_a_time(tmp_path):
 # --- bad input: one line, exit 2, nothing written ---------------------------------------------------------------
 
 
-@pytest.fixture
-def core(monkeypatch, capsys):
-    """``core(*args)``: the exit code and stderr of ``core ARGS``; its stdout is left in ``core.out``."""
-    from prunekit.cli import main
-
-    def invoke(*args: str) -> tuple[int, str]:
-        monkeypatch.setattr(sys, "argv", ["core", *args])
-        with pytest.raises(SystemExit) as exit:
-            main()
-        captured = capsys.readouterr()
-        invoke.out = captured.out
-        return exit.value.code, captured.err
-
-    return invoke
-
-
 def test_stream_refuses_what_needs_the_whole_model(tmp_path, core):
     source = save_tiny(tmp_path / "source")
     for plugins, needs in (("magnitude,refit", "refit"), ("magnitude,lora", "lora"), ("slicegpt", "slicegpt")):
-        code, err = core("run", "--model", str(source), "--plugins", plugins, "--ratio", "0.3", "--stream",
+        code, _, err = core("run", "--model", str(source), "--plugins", plugins, "--ratio", "0.3", "--stream",
                          "--output", str(tmp_path / "run"))
         assert code == 2, err
         assert f"--stream holds one layer in memory, and {needs} needs the whole model" in err
@@ -227,7 +211,7 @@ def test_stream_refuses_what_needs_the_whole_model(tmp_path, core):
 
 
 def test_stream_refuses_a_model_built_in_memory(tmp_path, core):
-    code, err = core("run", "--model", "tiny-llama", "--plugins", "magnitude", "--ratio", "0.3", "--stream",
+    code, _, err = core("run", "--model", "tiny-llama", "--plugins", "magnitude", "--ratio", "0.3", "--stream",
                      "--output", str(tmp_path / "run"))
     assert code == 2 and "--stream reads a checkpoint from disk, and tiny-llama is built in memory" in err
     assert not (tmp_path / "run").exists()
@@ -236,7 +220,7 @@ def test_stream_refuses_a_model_built_in_memory(tmp_path, core):
 def test_stream_refuses_a_checkpoint_under_other_names(tmp_path, core):
     """GPT-NeoX checkpoints name the head ``embed_out``, which transformers renames on loading."""
     source = save_tiny(tmp_path / "source", "gpt_neox")
-    code, err = core("run", "--model", str(source), "--plugins", "magnitude", "--ratio", "0.3", "--stream",
+    code, _, err = core("run", "--model", str(source), "--plugins", "magnitude", "--ratio", "0.3", "--stream",
                      "--output", str(tmp_path / "run"))
     assert code == 2 and "has no 'lm_head.weight' (a checkpoint saved under other names loads only whole)" in err
     assert not (tmp_path / "run").exists()
@@ -248,7 +232,7 @@ def test_stream_refuses_non_finite_weights(tmp_path, core, where):
     state = load_file(source / "model.safetensors")
     state[where][0] = math.nan
     save_file(state, source / "model.safetensors", metadata={"format": "pt"})
-    code, err = core("run", "--model", str(source), "--plugins", "magnitude", "--ratio", "0.3", "--stream",
+    code, _, err = core("run", "--model", str(source), "--plugins", "magnitude", "--ratio", "0.3", "--stream",
                      "--output", str(tmp_path / "run"))
     assert code == 2 and "holds non-finite values (NaN or Inf)" in err and where.rsplit(".", 1)[0] in err
     assert not (tmp_path / "run").exists()
@@ -371,9 +355,9 @@ def test_an_offloaded_evaluation_measures_what_the_loaded_model_measures(tmp_pat
     source.tokenizer().save_pretrained(tmp_path / "model")
     results = {}
     for name, extra in (("loaded", []), ("offloaded", ["--offload", str(tmp_path / "offload"), "--max-memory", "64KB"])):
-        code, err = core("eval", "--model", str(tmp_path / "model"), "--plugins", "perplexity", "--json", *extra)
+        code, out, err = core("eval", "--model", str(tmp_path / "model"), "--plugins", "perplexity", "--json", *extra)
         assert code == 0, err
-        results[name] = json.loads(core.out)["metrics"]["perplexity"]
+        results[name] = json.loads(out)["metrics"]["perplexity"]
     assert results["offloaded"] == pytest.approx(results["loaded"], rel=1e-5)
     from prunekit.plugins.commands.evaluate import offloaded
 
@@ -384,7 +368,7 @@ def test_an_offloaded_evaluation_measures_what_the_loaded_model_measures(tmp_pat
 
 def test_an_offloaded_evaluation_of_a_bad_model_is_one_line(tmp_path, core):
     (tmp_path / "model").mkdir()
-    code, err = core("eval", "--model", str(tmp_path / "model"), "--plugins", "perplexity", "--offload",
+    code, _, err = core("eval", "--model", str(tmp_path / "model"), "--plugins", "perplexity", "--offload",
                      str(tmp_path / "offload"))
     assert code == 2 and err.startswith("Error: ") and len(err.splitlines()) == 1, err
 

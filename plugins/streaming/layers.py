@@ -26,7 +26,6 @@ if TYPE_CHECKING:
     from torch import nn
     from transformers import PretrainedConfig, PreTrainedModel
 
-    from prunekit.hooks import Hooks
     from prunekit.payloads import Dimension
     from prunekit.plugins.streaming.checkpoint import Checkpoint
 
@@ -55,7 +54,8 @@ def skeleton(config: PretrainedConfig, dtype: torch.dtype) -> PreTrainedModel:
 
 
 def stand_in(config: PretrainedConfig) -> PreTrainedModel:
-    """A small random-weight model of the family, for deriving its adapter (which replays layers, so needs weights):
+    """A small random-weight model of the family, for deriving its adapter (which replays layers, so needs weights, and
+    the skeleton has none) and the buffers the model computes (:func:`computed_buffers`):
     one decoder layer of each kind the config names (sliding and full attention, say), else one, and a small
     vocabulary. tests/test_streaming.py checks that it derives the loaded model's adapter."""
     from transformers import AutoModelForCausalLM
@@ -63,7 +63,7 @@ def stand_in(config: PretrainedConfig) -> PreTrainedModel:
     small = copy.deepcopy(config)
     text = small.get_text_config()
     kinds = list(getattr(text, "layer_types", None) or [])
-    text.num_hidden_layers = max(1, len(set(kinds))) if kinds else 1
+    text.num_hidden_layers = len(set(kinds)) or 1
     if kinds:
         text.layer_types = list(dict.fromkeys(kinds))
     ids = [value for key in ("pad_token_id", "bos_token_id", "eos_token_id")
@@ -114,10 +114,15 @@ class StreamedLayers:
         """Read what lies outside the layers (embeddings, final norm, head) into the model, for a forward pass up to
         the first layer; memory is then one layer plus these. :meth:`release_outside` puts them back."""
         for name in self.outside():
-            stored = self.checkpoint.read(source_name(self.model, name, self.checkpoint))
-            set_module_tensor_to_device(self.model, name, self.device, value=stored.to(self.dtype)
-                                        if stored.is_floating_point() else stored)
+            self._load(self.model, name, name)
         self.model.tie_weights()
+
+    def _load(self, module: nn.Module, name: str, full_name: str) -> None:
+        """The model's tensor ``full_name`` from the checkpoint into ``module`` as ``name``, in the run's dtype (if a
+        float) and on its device, as ``from_pretrained`` would give it."""
+        stored = self.checkpoint.read(source_name(self.model, full_name, self.checkpoint))
+        set_module_tensor_to_device(module, name, self.device,
+                                    value=stored.to(self.dtype) if stored.is_floating_point() else stored)
 
     def before_forward(self, model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
                        ) -> tuple[tuple[Any, ...], dict[str, Any]]:
@@ -151,9 +156,7 @@ class StreamedLayers:
             self.release()
             layer = self.modules[index]
             for name in self.names[index]:
-                stored = self.checkpoint.read(source_name(self.model, f"{self.prefix}.{index}.{name}", self.checkpoint))
-                set_module_tensor_to_device(layer, name, self.device, value=stored.to(self.dtype)
-                                            if stored.is_floating_point() else stored)
+                self._load(layer, name, f"{self.prefix}.{index}.{name}")
             self.loaded = index
             if (tensor := first_non_finite(layer)) is not None:
                 raise UsageError(f"{self.prefix}.{index}.{tensor} holds non-finite values (NaN or Inf) in "
@@ -219,13 +222,8 @@ def fingerprint(model: PreTrainedModel, checkpoint: Checkpoint, dtype: torch.dty
     return compute
 
 
-def architecture(hooks: Hooks, small: PreTrainedModel) -> Architecture:
-    """The adapter the run would use for the model ``small`` stands in for (:func:`stand_in`): a registered one, else
-    the one derived from ``small`` (the derivation replays layers, which the skeleton cannot)."""
-    return hooks.architecture_for(small)
-
-
-def computed_buffers(model: PreTrainedModel, small: PreTrainedModel, adapter: Architecture) -> None:
+def computed_buffers(model: PreTrainedModel, small: PreTrainedModel, adapter: Architecture,
+                     device: torch.device) -> None:
     """Give the skeleton the buffers the model computes when it is built (rotary tables, embedding scales), from its
     stand-in, which computed them from the same config: a layer's from the stand-in's layer of the same kind. They
     are what a forward pass needs beyond the weights, for a calibration pruner."""
@@ -241,4 +239,4 @@ def computed_buffers(model: PreTrainedModel, small: PreTrainedModel, adapter: Ar
         else:
             name_in_small = name
         if name_in_small in computed and computed[name_in_small].shape == buffer.shape:
-            set_module_tensor_to_device(model, name, "cpu", value=computed[name_in_small].clone())
+            set_module_tensor_to_device(model, name, device, value=computed[name_in_small].clone())

@@ -87,8 +87,8 @@ def compress(request: StreamRequest) -> StreamedRun:
         dtype = resolve_dtype(config.dtype, device)
         model = streamed.skeleton(model_config, dtype)
         small = streamed.stand_in(model.config)
-        adapter = streamed.architecture(hooks, small)
-        streamed.computed_buffers(model, small, adapter)
+        adapter = hooks.architecture_for(small)  # a registered adapter, else the one derived from the stand-in
+        streamed.computed_buffers(model, small, adapter, device)
         del small
         layers = streamed.StreamedLayers(model, adapter.layers(model), checkpoint, dtype, device)
         architecture = streamed.StreamedArchitecture(adapter, layers)
