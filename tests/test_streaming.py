@@ -416,3 +416,10 @@ def test_a_rerun_after_a_kill_while_writing_saves_the_same_checkpoint(tmp_path, 
     assert_same_checkpoint(tmp_path / "expected" / "model", tmp_path / "run" / "model")
     assert sorted(path.name for path in (tmp_path / "run").iterdir()) == ["model", "report.json", "report.md",
                                                                           "run.json"]
+
+
+def test_an_offloaded_evaluation_with_a_bad_memory_size_is_one_line(tmp_path, core):
+    save_tiny(tmp_path / "model")
+    code, _, err = core("eval", "--model", str(tmp_path / "model"), "--plugins", "perplexity", "--offload",
+                        str(tmp_path / "offload"), "--max-memory", "lots")
+    assert code == 2 and "`size` lots is not in a valid format" in err and len(err.splitlines()) == 1, err
