@@ -418,8 +418,9 @@ def test_a_rerun_after_a_kill_while_writing_saves_the_same_checkpoint(tmp_path, 
                                                                           "run.json"]
 
 
-def test_an_offloaded_evaluation_with_a_bad_memory_size_is_one_line(tmp_path, core):
+def test_an_offloaded_evaluation_with_a_bad_memory_size_is_one_line(tmp_path, core, capsys):
     save_tiny(tmp_path / "model")
+    capsys.readouterr()  # what saving the model printed
     code, _, err = core("eval", "--model", str(tmp_path / "model"), "--plugins", "perplexity", "--offload",
                         str(tmp_path / "offload"), "--max-memory", "lots")
     assert code == 2 and "`size` lots is not in a valid format" in err and len(err.splitlines()) == 1, err
