@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from prunekit.payloads import Metrics
+from prunekit.payloads import SCALAR_METRICS, Metrics
 
 if TYPE_CHECKING:
     import pluggy
@@ -133,7 +133,7 @@ def implementers(caller: pluggy.HookCaller) -> list[str]:
 def merge_metrics(parts: list[Metrics]) -> Metrics:
     merged = Metrics()
     for part in parts:
-        for field in ("perplexity", "loss"):
+        for field in SCALAR_METRICS:
             if getattr(part, field) is not None:
                 if getattr(merged, field) is not None:
                     raise RuntimeError(f"two evaluators reported {field}")

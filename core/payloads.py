@@ -27,7 +27,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Dimension", "ScoreRequest", "Importance", "ModelSlice", "RestoreRequest", "SliceRequest", "RecoverRequest",
-    "Recovery", "EvalRequest", "ReportRequest", "Metrics", "ModelSource", "StreamRequest", "StreamedRun",
+    "Recovery", "EvalRequest", "ReportRequest", "Metrics", "SCALAR_METRICS", "ModelSource", "StreamRequest",
+    "StreamedRun",
 ]
 
 
@@ -168,6 +169,10 @@ class ReportRequest:
     """The run directory: ``model/`` is in place, ``report.json`` not yet written."""
 
 
+SCALAR_METRICS = ("perplexity", "loss", "bits_per_byte", "word_perplexity")
+"""The fields of :class:`Metrics` that hold one number each, in the order reports show them."""
+
+
 @dataclass
 class Metrics:
     """Measurements of one model. Each evaluator fills the parts it measures; the core merges them."""
@@ -176,6 +181,11 @@ class Metrics:
     loss: float | None = None
     """Mean token cross-entropy (nats) on the perplexity text, ``perplexity == exp(loss)``: the "test loss" that
     compression laws fit."""
+    bits_per_byte: float | None = None
+    """The same text's cross-entropy per UTF-8 byte, in bits: unlike ``perplexity`` and ``loss`` (per token), comparable
+    between models whose tokenizers differ."""
+    word_perplexity: float | None = None
+    """The same text's perplexity per whitespace-separated word (lm-eval's wikitext ``word_perplexity``)."""
     tasks: dict[str, dict[str, float]] = field(default_factory=dict)
     """``{task: {metric: value}}``, lm-eval's task and metric names."""
     primary_metric: dict[str, str] = field(default_factory=dict)
@@ -187,7 +197,9 @@ class Metrics:
     extra: dict[str, float] = field(default_factory=dict)
     """Anything else a third-party evaluator measures, by a name it owns."""
     details: dict[str, Any] = field(default_factory=dict)
-    """How each evaluator measured (data, lengths, versions, protocol), by its name; not compared between stages."""
+    """How each evaluator measured (data, lengths, versions, protocol), by its name; not compared between stages. An
+    evaluator's section may hold ``stderr: {task: {metric: standard error}}`` and ``chance: {task: accuracy of
+    guessing}``: the report gives the tasks' scores with them, and their retention above chance."""
 
 
 @dataclass

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from prunekit.payloads import SCALAR_METRICS
+
 if TYPE_CHECKING:
     from prunekit.output import Params, Report
     from prunekit.payloads import Metrics
@@ -14,7 +16,7 @@ if TYPE_CHECKING:
 def metric_rows(before: Metrics, after: Metrics) -> list[tuple[str, float | None, float | None]]:
     """(name, before, after) for every metric either stage measured, in a stable order."""
     rows: list[tuple[str, float | None, float | None]] = []
-    for name in ("perplexity", "loss"):
+    for name in SCALAR_METRICS:
         if getattr(before, name) is not None or getattr(after, name) is not None:
             rows.append((name, getattr(before, name), getattr(after, name)))
     for task in sorted(before.tasks.keys() | after.tasks.keys()):

@@ -14,10 +14,10 @@ Defaults. The papers calibrate on 128 (Wanda, SliceGPT's code) to 1024 (SliceGPT
 WikiText-2 or C4 samples of 2048 tokens (FLAP: 128). On a CUDA device prunekit uses 128 x 2048.
 On a CPU that is hours of forward passes even for a 135M model, so the CPU default is scaled down
 to 32 x 512 (16k tokens, still 28 samples per hidden dimension of SmolLM2); set ``count`` and
-``length`` to reproduce the papers' settings. The default text is the second half of WikiText-2's
-test file in the shared benchmark folder (``wikitext2.test.raw[50%:]``), disjoint from the first
-half that perplexity is measured on; without that folder it is WikiText-2's train split from the
-Hub.
+``length`` to reproduce the papers' settings. The default text is the OpenStax excerpt shipped
+with prunekit (:func:`prunekit.plugins.data.training_text`), not WikiText-2, which perplexity is
+measured on: calibrating on the evaluation text's distribution flatters a pruner that fits it.
+The report states the text, its tokens and its measured overlap with the evaluation text.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ class CalibrationOptions(BaseModel):
         default=None,
         description="Text to calibrate on: a local .txt/.raw/.json/.jsonl file or folder, or a Hub "
         "dataset name[:config], optionally with a token range such as [50%:]. Default: "
-        f"{data.DEFAULT_TEXT}{data.TRAINING_HALF}, shipped with prunekit.",
+        f"the {data.TRAINING_TEXT} excerpts shipped with prunekit.",
     )
     text_field: str = Field(default="text", description="The text field of JSON / Hub records.")
     split: str = Field(default="train", description="The split of a Hub dataset.")
@@ -76,13 +76,8 @@ class Calibration:
     seed: int
 
     def report(self) -> dict[str, Any]:
-        return {"source": self.source, "samples": self.count, "length": self.length, "seed": self.seed,
-                "tokens": self.count * self.length}
-
-
-def default_source() -> str:
-    """The half of the packaged WikiText-2 file that perplexity does not read."""
-    return data.default_text(data.TRAINING_HALF)
+        return {**data.describe(self.source, self.count * self.length), "samples": self.count,
+                "length": self.length, "seed": self.seed}
 
 
 def resolve(options: CalibrationOptions, model: PreTrainedModel, run_seed: int) -> Calibration:
@@ -96,7 +91,7 @@ def resolve(options: CalibrationOptions, model: PreTrainedModel, run_seed: int) 
             raise UsageError(f"calibration length {length} exceeds the model's {limit} positions")
         length = limit
     return Calibration(
-        source=options.source or default_source(),
+        source=options.source or data.training_text(),
         count=options.count or count,
         length=length,
         seed=run_seed if options.seed is None else options.seed,

@@ -58,10 +58,10 @@ def test_samples_from_jsonl_read_the_chosen_field(tmp_path):
     assert all(tokenizer().decode(sample).replace("\n\n", "\n") in TEXT for sample in samples)
 
 
-def test_defaults_scale_to_the_device_and_read_the_packaged_wikitext_tail():
+def test_defaults_scale_to_the_device_and_read_the_packaged_openstax_text():
     resolved = resolve(CalibrationOptions(), tiny_model("llama"), run_seed=7)
     assert (resolved.count, resolved.length) == calibration.CPU_DEFAULTS
-    assert resolved.source == data.default_text("[50%:]")
+    assert resolved.source == data.training_text()
     assert resolved.seed == 7
 
 

@@ -1,5 +1,6 @@
-"""The default text ships with prunekit: WikiText-2's test split, byte-exact, with its licence,
-read by every text option's default from any directory and with no data folder."""
+"""The default texts ship with prunekit, with their licences, and every text option's default reads them from any
+directory and with no data folder: WikiText-2's test split (evaluation), byte-exact, and an excerpt of the OpenStax
+corpus (calibration and training), which shares no 13-gram with it."""
 
 from __future__ import annotations
 
@@ -11,14 +12,16 @@ import pytest
 from prunekit.plugins import data
 from prunekit.plugins import calibration
 from prunekit.plugins.evaluators import perplexity
-from prunekit.plugins.lora import corpus
-from prunekit.plugins.models.tiny import tiny_model, tokenizer
+from prunekit.plugins.models.tiny import tiny_model
 
 SHA256 = "4f3e427e4aff23acff917a8a51aeae21bf12832256e26914c8fc250dcef4103c"
 
 
+BOOKS = 14
+
+
 def packaged() -> Path:
-    return Path(data.default_text("").removesuffix(""))
+    return data.packaged(data.EVALUATION_TEXT)
 
 
 def test_the_packaged_file_is_wikitext2_test_byte_exact_with_its_attribution_and_licence():
@@ -38,19 +41,43 @@ def nowhere(tmp_path, monkeypatch):
     assert data.shared_data_dir() is None
 
 
-def test_every_default_reads_the_packaged_file_without_a_data_folder(nowhere):
-    evaluation = data.default_text(data.EVALUATION_HALF)
-    training = data.default_text(data.TRAINING_HALF)
-    assert evaluation == f"{packaged()}[:50%]" and training == f"{packaged()}[50%:]"
+def test_the_packaged_training_text_is_the_head_of_each_openstax_book_with_its_attribution_and_licence():
+    books = sorted(data.packaged(data.TRAINING_TEXT).iterdir())
+    assert [book.suffix for book in books] == [".txt"] * BOOKS  # the folder holds the text only
+    assert 1_700_000 < sum(book.stat().st_size for book in books) < 2_000_000
+    readme = (packaged().parent / "README.md").read_text()
+    assert "Access for free at openstax.org" in readme and "Attribution 4.0 International" in readme
+    assert all(book.name in readme for book in books)
+    assert "Attribution 4.0 International" in (packaged().parent / "LICENSE.openstax").read_text()
+
+
+def test_the_packaged_excerpts_are_byte_exact_heads_of_the_shared_corpus(shared_data):
+    for book in sorted(data.packaged(data.TRAINING_TEXT).iterdir()):
+        excerpt, whole = book.read_bytes(), (shared_data / "openstax" / book.name).read_bytes()
+        assert whole.startswith(excerpt) and excerpt.endswith(b"\n") and whole[len(excerpt):].startswith(b"\n")
+
+
+def test_every_default_reads_the_packaged_texts_without_a_data_folder(nowhere):
+    evaluation, training = data.evaluation_text(), data.training_text()
+    assert evaluation == f"{packaged()}[:50%]" and training == str(data.packaged(data.TRAINING_TEXT))
     assert perplexity.default_source() == evaluation
-    assert corpus.default_source() == training
     assert calibration.resolve(calibration.CalibrationOptions(), tiny_model("llama"), run_seed=0).source == training
 
 
-def test_the_two_halves_are_disjoint_and_cover_the_file(nowhere, tmp_path, monkeypatch):
+def test_the_training_text_shares_no_13_gram_with_the_evaluation_text(nowhere, tmp_path, monkeypatch):
     monkeypatch.setenv("PRUNEKIT_CACHE", str(tmp_path / "cache"))
-    whole = data.token_stream(tokenizer(), data.default_text(""))
-    first = data.token_stream(tokenizer(), data.default_text(data.EVALUATION_HALF))
-    second = data.token_stream(tokenizer(), data.default_text(data.TRAINING_HALF))
-    assert len(first) > 100_000 and len(first) + len(second) == len(whole)
-    assert first.equal(whole[: len(first)]) and second.equal(whole[len(first):])
+    stated = data.describe(data.training_text(), 1000)
+    assert stated["disjoint_from_evaluation"] is True and stated["tokens"] == 1000
+    assert stated["evaluation_overlap"].startswith("0 of its ")
+    shared, total = data.shared_ngrams(data.evaluation_text(), data.evaluation_text())
+    assert shared == total > 100_000  # the check finds overlap where there is some
+
+
+def test_a_folder_source_reads_its_text_files_and_not_their_readme_or_licence(tmp_path, monkeypatch):
+    monkeypatch.setenv("PRUNEKIT_CACHE", str(tmp_path / "cache"))
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    (folder / "book.txt").write_text("Chapter one.")
+    (folder / "README.md").write_text("About this corpus.")
+    (folder / "LICENSE-CC-BY-4.0.txt").write_text("Legal code.")
+    assert data.load_texts(str(folder)) == ["Chapter one."]

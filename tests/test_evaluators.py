@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import statistics
@@ -12,7 +13,7 @@ from typer.testing import CliRunner
 
 from prunekit import hookimpl
 from prunekit.cli import app
-from prunekit.plugins.data import default_text, token_stream
+from prunekit.plugins.data import evaluation_text, token_stream, token_units
 from prunekit.errors import UsageError
 from prunekit.output import retention, speedup
 from prunekit.payloads import Metrics
@@ -21,6 +22,7 @@ from prunekit.plugins.models.tiny import VOCAB, tokenizer
 from test_cli import assert_one_line_error
 
 runner = CliRunner()
+PREFIX = tokenizer().bos_token_id  # each perplexity window starts from it
 # Small protocols keep the tiny-model runs fast; the defaults are exercised by the slow tests.
 FAST = ["-o", "latency.repeats=2", "-o", "latency.warmup=0", "-o", "latency.prompt_tokens=8",
         "-o", "latency.new_tokens=3", "-o", "perplexity.length=64", "-o", "perplexity.windows=2"]
@@ -50,22 +52,22 @@ def zeroed(model):
 
 def test_a_model_that_predicts_uniformly_has_the_vocabulary_size_as_perplexity(tiny_model):
     stream = torch.randint(0, VOCAB, (500,), generator=torch.Generator().manual_seed(0))
-    result = perplexity.measure(zeroed(tiny_model("llama")), stream, length=100, windows_count=4)
+    result = perplexity.measure(zeroed(tiny_model("llama")), stream, prefix=PREFIX, length=100, windows_count=4)
     assert result.loss == pytest.approx(math.log(VOCAB), abs=1e-6)
     assert result.perplexity == pytest.approx(VOCAB, rel=1e-6)
-    assert result.tokens == 4 * 99
+    assert result.tokens == 4 * 100
 
 
 def reference_loss(model, stream, length, stride, count):
     """Each scored token's log-probability from its own forward pass over exactly its context:
-    the tokens of its window before it (the window it is new in)."""
+    the prefix token, then the tokens of its window before it (the window it is new in)."""
     total, scored = 0.0, 0
     with torch.no_grad():
         for k in range(count):
             start = k * stride
-            first = 1 if k == 0 else max(1, length - stride)
+            first = 0 if k == 0 else length - stride
             for position in range(first, length):
-                context = stream[start : start + position]
+                context = torch.cat([torch.tensor([PREFIX]), stream[start : start + position]])
                 logits = model(input_ids=context[None]).logits[0, -1]
                 total -= torch.log_softmax(logits.double(), -1)[stream[start + position]].item()
                 scored += 1
@@ -77,10 +79,69 @@ def test_perplexity_equals_a_token_by_token_computation(tiny_model, stride, batc
     model = tiny_model("llama", seed=3)
     stream = torch.randint(0, VOCAB, (100,), generator=torch.Generator().manual_seed(1))
     expected_loss, expected_tokens = reference_loss(model, stream, 16, stride or 16, 3)
-    result = perplexity.measure(model, stream, length=16, stride=stride, windows_count=3, batch_size=batch_size)
+    result = perplexity.measure(model, stream, prefix=PREFIX, length=16, stride=stride, windows_count=3,
+                                batch_size=batch_size)
     assert result.tokens == expected_tokens
     assert result.loss == pytest.approx(expected_loss, abs=1e-5)
     assert result.perplexity == pytest.approx(math.exp(expected_loss), rel=1e-5)
+
+
+UNICODE_TEXT = "Größe matters: a naïve café test, twice over.\n" * 7
+
+
+def word_tokenizer(text):
+    """A second tokenization of ``text``: whole words and punctuation runs (the tiny model's is one token per byte)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    pieces = sorted({piece for piece, _ in pre_tokenizers.Whitespace().pre_tokenize_str(text)})
+    backend = Tokenizer(models.WordLevel({"<s>": 0, **{p: i + 1 for i, p in enumerate(pieces)}}, unk_token="<s>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", unk_token="<s>")
+
+
+def test_bits_per_byte_and_word_perplexity_of_a_uniform_model_by_hand(tmp_path, tiny_model):
+    path = tmp_path / "text.txt"
+    path.write_text(UNICODE_TEXT)
+    stream, units = token_stream(tokenizer(), str(path)), token_units(tokenizer(), str(path))
+    result = perplexity.measure(zeroed(tiny_model("llama")), stream, prefix=PREFIX, length=64, windows_count=None,
+                                units=units)
+    text_bytes, words = len(UNICODE_TEXT.encode()), len(UNICODE_TEXT.split())  # 350 bytes (322 characters), 56 words
+    assert (result.tokens, result.bytes, result.words) == (text_bytes, text_bytes, words) == (350, 350, 56)
+    assert result.windows == 6  # five whole windows and one ending at the text's end, for the tail
+    nats = text_bytes * math.log(VOCAB)  # every byte-token costs ln(257) under uniform predictions
+    assert result.bits_per_byte == pytest.approx(nats / (text_bytes * math.log(2)), rel=1e-6)
+    assert math.log(result.word_perplexity) == pytest.approx(nats / words, rel=1e-6)  # exp(35.3): compare its log
+
+
+def test_two_tokenizations_of_one_text_with_equal_likelihood_have_equal_bits_per_byte(tmp_path, tiny_model):
+    path = tmp_path / "text.txt"
+    path.write_text(UNICODE_TEXT)
+    model = zeroed(tiny_model("llama"))
+    results = []
+    for tokenize in (tokenizer(), word_tokenizer(UNICODE_TEXT)):
+        stream, units = token_stream(tokenize, str(path)), token_units(tokenize, str(path))
+        results.append(perplexity.measure(model, stream, prefix=tokenize.bos_token_id, length=16, windows_count=None,
+                                          units=units))
+    by_bytes, by_words = results
+    assert by_words.tokens < by_bytes.tokens  # two different tokenizations, every token of each scored
+    assert by_bytes.bytes == by_words.bytes == len(UNICODE_TEXT.encode())
+    assert by_bytes.words == by_words.words == len(UNICODE_TEXT.split())
+    total = by_bytes.loss * by_bytes.tokens  # the log-likelihood a model gives both tokenizations alike
+    same = dataclasses.replace(by_words, loss=total / by_words.tokens)
+    assert same.bits_per_byte == pytest.approx(by_bytes.bits_per_byte, rel=1e-12)
+    assert same.word_perplexity == pytest.approx(by_bytes.word_perplexity, rel=1e-12)
+    assert math.exp(same.loss) != pytest.approx(by_bytes.perplexity)  # per token, the two differ
+
+
+def test_all_windows_score_every_token_of_the_text_once(text_file):
+    result = runner.invoke(app, ["eval", "--model", "tiny-llama", "--plugins", "perplexity", "-o",
+                                 f"perplexity.source={text_file}", "-o", "perplexity.length=100",
+                                 "-o", "perplexity.windows=all", "--json"])
+    assert result.exit_code == 0, result.output
+    details = json.loads(result.stdout)["metrics"]["details"]["perplexity"]
+    assert details["tokens_scored"] == len(token_stream(tokenizer(), str(text_file))) == 900
+    assert details["bytes_scored"] == len(text_file.read_text().encode())
 
 
 def test_perplexity_evaluator_reads_its_text_and_records_how(text_file, tiny_model):
@@ -89,27 +150,34 @@ def test_perplexity_evaluator_reads_its_text_and_records_how(text_file, tiny_mod
                                  "-o", "perplexity.stride=64", "--json"])
     assert result.exit_code == 0, result.output
     metrics = json.loads(result.stdout)["metrics"]
-    expected = perplexity.measure(tiny_model("llama"), token_stream(tokenizer(), str(text_file)),
-                                  length=128, stride=64, windows_count=4)
+    expected = perplexity.measure(tiny_model("llama"), token_stream(tokenizer(), str(text_file)), prefix=PREFIX,
+                                  length=128, stride=64, windows_count=4,
+                                  units=token_units(tokenizer(), str(text_file)))
     assert metrics["perplexity"] == pytest.approx(expected.perplexity, rel=1e-9)
     assert metrics["loss"] == pytest.approx(expected.loss, rel=1e-9)
+    assert metrics["bits_per_byte"] == pytest.approx(expected.bits_per_byte, rel=1e-9)
+    assert metrics["word_perplexity"] == pytest.approx(expected.word_perplexity, rel=1e-9)
     assert metrics["details"]["perplexity"] == {
-        "source": str(text_file), "split": "test", "windows": 4, "length": 128, "stride": 64,
-        "tokens_scored": expected.tokens, "batch_size": 1,
+        "source": str(text_file), "split": "test", "windows": 4, "length": 128, "stride": 64, "prefix_token": PREFIX,
+        "tokens_scored": expected.tokens, "bytes_scored": expected.bytes, "words_scored": expected.words,
+        "batch_size": 1,
     }
     assert metrics["latency"] == {} and metrics["tasks"] == {}  # only the named evaluator measured
 
 
 def test_default_window_fits_the_model_context(tiny_model):
-    model = tiny_model("gpt2")  # 1024 positions
-    assert perplexity.window_length(model, None) == 1024
+    model = tiny_model("gpt2")  # 1024 positions, one of them the BOS prefix's
+    assert perplexity.window_length(model, None) == 1023
     assert perplexity.window_length(model, 64) == 64
 
 
 @pytest.mark.parametrize(
     ("options", "fragments"),
     [
-        (["perplexity.length=4096"], ["options.perplexity.length 4096 exceeds the model's context of 1024"]),
+        (["perplexity.length=4096"], ["options.perplexity.length 4096 and its BOS prefix exceed the model's context of "
+                                      "1024 tokens; give at most 1023"]),
+        (["perplexity.length=1024"], ["give at most 1023"]),
+        (["perplexity.windows=most"], ["options.perplexity.windows: Input should be a valid integer"]),
         (["perplexity.length=64", "perplexity.stride=65"], ["stride 65 exceeds the window length 64"]),
         (["perplexity.length=1000"], ["fewer than one window of 1000"]),
         (["perplexity.windos=3"], ["options.perplexity.windos: Extra inputs are not permitted"]),
@@ -138,7 +206,7 @@ def test_sampled_windows_are_drawn_with_the_run_seed_through_the_hook(text_file,
     model = tiny_model("llama")
     metrics = get_plugins().hooks([]).evaluate_one("perplexity", EvalRequest(model, tokenizer(), config, "after"))
     drawn = sample_windows(token_stream(tokenizer(), str(text_file)), 32, 3, 11)
-    expected = perplexity.measure(model, drawn.reshape(-1), length=32, windows_count=3)
+    expected = perplexity.measure(model, drawn.reshape(-1), prefix=PREFIX, length=32, windows_count=3)
     assert metrics.loss == expected.loss
     assert metrics.details["perplexity"]["sample_seed"] == 11 and metrics.details["perplexity"]["windows"] == 3
 
@@ -311,7 +379,7 @@ def test_without_a_data_folder_perplexity_reads_the_packaged_text(tmp_path, monk
     report, _ = run(tmp_path, "run")
     for stage in ("before", "after"):
         measured = report["metrics"][stage]
-        assert measured["perplexity"] > 1 and measured["details"]["perplexity"]["source"] == default_text("[:50%]")
+        assert measured["perplexity"] > 1 and measured["details"]["perplexity"]["source"] == evaluation_text()
 
 
 def test_zeroshot_measures_nothing_without_tasks():
@@ -325,11 +393,15 @@ def test_zeroshot_measures_nothing_without_tasks():
 
 @pytest.mark.slow
 def test_smollm2_wikitext2_perplexity_matches_the_reference(shared_data):
-    """The data README's reference: SmolLM2-135M-Instruct, 2048-token windows, first 10: 20.1."""
+    """The data README's reference: SmolLM2-135M-Instruct, 2048-token windows, first 10: 20.1 (20.14 measured with
+    each window after the BOS prefix; 20.10 when each window's first token is context only)."""
     from prunekit.models import load_model
 
     loaded = load_model("smollm2-135m")
-    stream = token_stream(loaded.tokenizer, f"{shared_data / 'wikitext2.test.raw'}[:50%]")
-    result = perplexity.measure(loaded.model, stream, length=2048, windows_count=10)
-    assert result.tokens == 10 * 2047
-    assert result.perplexity == pytest.approx(20.10, abs=0.01)
+    source = f"{shared_data / 'wikitext2.test.raw'}[:50%]"
+    stream, units = token_stream(loaded.tokenizer, source), token_units(loaded.tokenizer, source)
+    result = perplexity.measure(loaded.model, stream, prefix=perplexity.prefix_token(loaded.tokenizer), length=2048,
+                                windows_count=10, units=units)
+    assert result.tokens == 10 * 2048
+    assert result.perplexity == pytest.approx(20.1, abs=0.05)
+    assert result.bits_per_byte == pytest.approx(1.085, abs=0.001)

@@ -46,11 +46,12 @@ def test_wheel_installs_into_a_fresh_venv_and_works_outside_the_repo(tmp_path):
     listed = json.loads(run(fresh / "bin" / "core", "plugins", "list", "--json", cwd=elsewhere).stdout)
     assert {"random", "slicer"} <= {row["name"] for row in listed}
     assert run(fresh / "bin" / "prunekit", "--version", cwd=elsewhere).stdout.startswith("prunekit ")
-    shipped = run(fresh_python, "-c", "import hashlib, pathlib; from prunekit.plugins.data import default_text; "
-                  "p = pathlib.Path(default_text('')); print(hashlib.sha256(p.read_bytes()).hexdigest()); "
-                  "print((p.parent / 'LICENSE.wikitext2').is_file(), (p.parent / 'README.md').is_file())",
+    shipped = run(fresh_python, "-c", "import hashlib; from prunekit.plugins import data; "
+                  "p = data.packaged(data.EVALUATION_TEXT); print(hashlib.sha256(p.read_bytes()).hexdigest()); "
+                  "print((p.parent / 'LICENSE.wikitext2').is_file(), (p.parent / 'README.md').is_file(), "
+                  "(p.parent / 'LICENSE.openstax').is_file(), len(list(data.packaged(data.TRAINING_TEXT).glob('*.txt'))))",
                   cwd=elsewhere).stdout.split()
-    assert shipped[0].startswith("4f3e427e") and shipped[1:] == ["True", "True"]  # the default text, with its licence
+    assert shipped[0].startswith("4f3e427e") and shipped[1:] == ["True", "True", "True", "14"]  # the texts, licences
 
 
 THROWAWAY_PYPROJECT = """

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from prunekit import hookimpl
-from prunekit.plugins.data import DEFAULT_TEXT, TRAINING_HALF, default_text, sample_windows, token_stream
+from prunekit.plugins.data import TRAINING_TEXT, describe, sample_windows, token_stream, training_text
 from prunekit.errors import UsageError
 from prunekit.payloads import Dimension, Importance, ScoreRequest
 
@@ -37,8 +37,8 @@ class ShortGPTOptions(BaseModel):
         validate_default=True,
         description=(
             "Calibration text: a file, folder or Hub dataset, optionally with a [a%:b%] token range. "
-            f"Empty: {DEFAULT_TEXT}{TRAINING_HALF}, the text shipped with prunekit, in the half "
-            "its perplexity evaluation does not read."
+            f"Empty: the {TRAINING_TEXT} excerpts shipped with prunekit, disjoint from the WikiText-2 "
+            "text its perplexity evaluation reads."
         ),
     )
     samples: int = Field(default=8, ge=1, description="Calibration windows, drawn at seeded random offsets.")
@@ -50,7 +50,7 @@ class ShortGPTOptions(BaseModel):
     @classmethod
     def _default_data(cls, value: str) -> str:
         """Resolve the default now, so that the report records the file that was actually read."""
-        return value or default_text(TRAINING_HALF)
+        return value or training_text()
 
 
 @hookimpl
@@ -114,10 +114,9 @@ def score_importance(request: ScoreRequest) -> list[Importance]:
             report={
                 "criterion": "block influence: 1 - cos(layer input, layer output), mean over tokens",
                 "block_influence": [round(score, 6) for score in influence.tolist()],
-                "data": options.data,
+                "data": describe(options.data, windows.numel()),
                 "samples": options.samples,
                 "length": options.length,
-                "tokens": windows.numel(),
             },
         )
     ]

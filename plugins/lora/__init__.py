@@ -33,6 +33,7 @@ def plugin_options() -> type[BaseModel]:
 @hookimpl
 def recover(request: RecoverRequest) -> Recovery:
     from prunekit.models import fingerprint
+    from prunekit.plugins import data
     from prunekit.plugins.lora import adapters, corpus, options, store, training
 
     start = time.perf_counter()
@@ -42,7 +43,7 @@ def recover(request: RecoverRequest) -> Recovery:
     length = options.sequence_length(
         chosen, on_gpu=on_gpu, max_positions=getattr(model.config, "max_position_embeddings", None)
     )
-    text = corpus.load(request.tokenizer, chosen.data or corpus.default_source(), length=length,
+    text = corpus.load(request.tokenizer, chosen.data or data.training_text(), length=length,
                        held_out=options.eval_sequences(chosen, on_gpu=on_gpu), split=chosen.split,
                        text_field=chosen.text_field)
     settings = options.resolve(chosen, on_gpu=on_gpu, length=length, targets=request.architecture.lora_targets,

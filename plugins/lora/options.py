@@ -71,9 +71,8 @@ class LoraOptions(BaseModel):
     data: str | None = Field(
         default=None,
         description="Training text: a local .txt/.raw/.json/.jsonl file or folder, or a Hub dataset "
-        "name[:config], optionally with a token range such as [50%:]. Default: the second half of "
-        "wikitext2.test.raw in the shared data folder (perplexity reads the first half), else "
-        "WikiText-2's train split from the Hub.",
+        "name[:config], optionally with a token range such as [50%:]. Default: the openstax excerpts "
+        "shipped with prunekit (perplexity reads WikiText-2, which they share no 13-gram with).",
     )
     text_field: str = Field(default="text", description="The text field of JSON / Hub records.")
     split: str = Field(default="train", description="The split of a Hub dataset.")

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 import prunekit_shortgpt
 from prunekit.cli import app
 from prunekit.config import RunConfig
-from prunekit.plugins.data import TRAINING_HALF, default_text
+from prunekit.plugins.data import training_text
 from prunekit.payloads import ScoreRequest
 from prunekit.plugins.models.tiny import tokenizer as tiny_tokenizer
 from prunekit_shortgpt import block_influence
@@ -88,7 +88,7 @@ def test_a_layer_that_changes_nothing_is_the_one_removed_and_the_logits_stay_the
     report = json.loads(result.stdout)["pruning"]["layers"]
     assert report["removed_layers"] == [identity]
     assert abs(report["block_influence"][identity]) < 1e-6 < report["block_influence"][1 - identity]
-    assert report["tokens"] == 4 * 64 and report["data"] == str(calibration_text)
+    assert report["data"]["tokens"] == 4 * 64 and report["data"]["source"] == str(calibration_text)
 
     pruned = AutoModelForCausalLM.from_pretrained(tmp_path / "run" / "model")
     assert pruned.config.num_hidden_layers == 1
@@ -136,4 +136,5 @@ def test_without_data_it_calibrates_on_prunekits_packaged_text_from_anywhere(tmp
                   "-o", "shortgpt.length=32", "--output", tmp_path / "run")
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "run" / "report.json").read_text())["pruning"]["layers"]
-    assert report["data"] == default_text(TRAINING_HALF) and Path(report["data"].removesuffix(TRAINING_HALF)).is_file()
+    assert report["data"]["source"] == training_text() and Path(training_text()).is_dir()
+    assert report["data"]["disjoint_from_evaluation"] is True
