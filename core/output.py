@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, computed_field
 
+from prunekit.chance import AboveChance, above_chance_retention, average_stderr
 from prunekit.config import RunConfig
 from prunekit.payloads import Metrics
 
@@ -86,6 +87,15 @@ class TaskRetention(BaseModel):
     after: float
     retention: float | None
     """``after / before``."""
+    before_stderr: float | None = None
+    """The standard error of ``before`` where the evaluator gives one (lm-eval does)."""
+    after_stderr: float | None = None
+    chance: float | None = None
+    """The accuracy of guessing: the mean over the scored examples of 1 / number of choices, where the evaluator
+    gives it (``zeroshot`` does for multiple-choice tasks)."""
+    above_chance: AboveChance | None = None
+    """``(after − chance) / (before − chance)`` ± its standard error (:mod:`prunekit.chance`); ``None`` without
+    ``chance``."""
 
 
 class Retention(BaseModel):
@@ -99,25 +109,80 @@ class Retention(BaseModel):
     """``average_after / average_before`` (the papers' "% retained")."""
     mean_task_retention: float | None
     """Mean over tasks of each task's ``after / before``."""
+    average_before_stderr: float | None = None
+    """``sqrt(Σ se²) / k`` over the tasks (scored independently); ``None`` unless every task has a standard error."""
+    average_after_stderr: float | None = None
+    average_chance: float | None = None
+    """Mean of the tasks' chance levels; ``None`` unless every task has one."""
+    average_above_chance: AboveChance | None = None
+    """Above-chance retention of the averages, from the average accuracies, chance and standard errors."""
 
 
 def _ratio(after: float | None, before: float | None) -> float | None:
     return after / before if after is not None and before else None
 
 
+def _sections(details: dict[str, Any], key: str) -> list[dict[str, Any]]:
+    """Each evaluator's ``details[<evaluator>][key]`` mapping, where it records one."""
+    return [section[key] for section in details.values()
+            if isinstance(section, dict) and isinstance(section.get(key), dict)]
+
+
+def task_stderr(details: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Standard errors ``{task: {metric: value}}`` that evaluators record under ``details[...]["stderr"]``
+    (``zeroshot`` does, from lm-eval)."""
+    found: dict[str, dict[str, float]] = {}
+    for recorded in _sections(details, "stderr"):
+        for task, metrics in recorded.items():
+            if isinstance(metrics, dict):
+                found.setdefault(task, {}).update(metrics)
+    return found
+
+
+def task_chance(details: dict[str, Any]) -> dict[str, float]:
+    """Chance levels ``{task: value}`` that evaluators record under ``details[...]["chance"]`` (``zeroshot`` does for
+    multiple-choice tasks)."""
+    return {task: value for recorded in _sections(details, "chance") for task, value in recorded.items()
+            if isinstance(value, (int, float))}
+
+
+def _above_chance(after: float, after_stderr: float | None, before: float, before_stderr: float | None,
+                  chance: float | None) -> AboveChance | None:
+    return None if chance is None else above_chance_retention(after, after_stderr, before, before_stderr, chance)
+
+
+def _average_stderr(stderrs: list[float | None]) -> float | None:
+    return None if None in stderrs else average_stderr(stderrs)
+
+
 def retention(before: Metrics, after: Metrics) -> Retention:
-    """Per-task and averaged retention over the tasks both stages scored."""
+    """Per-task and averaged retention over the tasks both stages scored, plain and above chance. The chance levels
+    are the "after" stage's, else the "before" one's: both scored the same examples."""
+    errors = {"before": task_stderr(before.details), "after": task_stderr(after.details)}
+    chance = {**task_chance(before.details), **task_chance(after.details)}
     tasks = {}
     for task, metric in after.primary_metric.items():
         if task in before.tasks and metric in before.tasks[task]:
             b, a = before.tasks[task][metric], after.tasks[task][metric]
-            tasks[task] = TaskRetention(metric=metric, before=b, after=a, retention=_ratio(a, b))
-    average_before = statistics.fmean(t.before for t in tasks.values()) if tasks else None
-    average_after = statistics.fmean(t.after for t in tasks.values()) if tasks else None
+            b_se, a_se = (errors[stage].get(task, {}).get(metric) for stage in ("before", "after"))
+            tasks[task] = TaskRetention(metric=metric, before=b, after=a, retention=_ratio(a, b), before_stderr=b_se,
+                                        after_stderr=a_se, chance=chance.get(task),
+                                        above_chance=_above_chance(a, a_se, b, b_se, chance.get(task)))
+    if not tasks:
+        return Retention(tasks=tasks, average_before=None, average_after=None, average_retention=None,
+                         mean_task_retention=None)
+    average_before = statistics.fmean(t.before for t in tasks.values())
+    average_after = statistics.fmean(t.after for t in tasks.values())
     ratios = [t.retention for t in tasks.values() if t.retention is not None]
+    b_se = _average_stderr([t.before_stderr for t in tasks.values()])
+    a_se = _average_stderr([t.after_stderr for t in tasks.values()])
+    levels = [t.chance for t in tasks.values()]
+    level = None if None in levels else statistics.fmean(levels)
     return Retention(tasks=tasks, average_before=average_before, average_after=average_after,
                      average_retention=_ratio(average_after, average_before),
-                     mean_task_retention=statistics.fmean(ratios) if ratios else None)
+                     mean_task_retention=statistics.fmean(ratios) if ratios else None,
+                     average_before_stderr=b_se, average_after_stderr=a_se, average_chance=level,
+                     average_above_chance=_above_chance(average_after, a_se, average_before, b_se, level))
 
 
 def speedup(before: Metrics, after: Metrics) -> dict[str, float]:

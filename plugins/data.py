@@ -49,6 +49,7 @@ __all__ = [
     "evaluation_text",
     "training_text",
     "describe",
+    "shared_ngrams",
     "token_units",
     "parse_source",
     "check_local_source",

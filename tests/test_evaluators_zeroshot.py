@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
 import random
+import statistics
 import textwrap
 
 import numpy as np
@@ -69,6 +71,8 @@ def test_scores_equal_a_plain_lm_eval_call_on_the_benchmark_tasks(shared_data, t
     assert details["task_versions"] == {task: plain["versions"][task] for task in FIVE}
     assert details["examples"] == dict.fromkeys(FIVE, 4) and details["limit"] == 4
     assert details["shots"] == dict.fromkeys(FIVE, 0)
+    assert details["chance"] == {"piqa_local": 0.5, "winogrande_local": 0.5, "hellaswag_local": 0.25,
+                                 "arc_easy_local": 0.25, "arc_challenge_local": 0.25}
 
 
 @pytest.fixture
@@ -167,6 +171,56 @@ def test_the_evaluator_samples_examples_with_the_run_seed(suite, tiny_model):
     direct = score_tasks(model, tokenizer(), [f"local:{suite}"], sample=3, seed=5)
     assert metrics.tasks == direct.tasks and metrics.primary_metric == direct.primary_metric
     assert metrics.details["zeroshot"]["sample"] == 3 and metrics.details["zeroshot"]["sample_seed"] == 5
+
+
+CHOICES = [2, 4, 4, 2, 4, 4, 2, 2, 4, 4]
+"""The number of choices of each example of ``mix_local``: chance 0.35 on all, 1/3 on the first 3."""
+
+
+@pytest.fixture
+def mixed(tmp_path):
+    """Tasks whose examples have 2 or 4 choices (``mix_local``), or always 2 (``pair_local``, 2 examples), and a
+    group of both."""
+    root = tmp_path / "mixed"
+    root.mkdir()
+    options = ["alpha", "beta", "gamma", "delta"]
+    (root / "mix.jsonl").write_text("".join(json.dumps({"question": f"q{i}", "choices": options[:k], "label": 0}) + "\n"
+                                            for i, k in enumerate(CHOICES)))
+    (root / "pair.jsonl").write_text("".join(json.dumps({"text": f"t{i}", "label": 1}) + "\n" for i in range(2)))
+    common = "dataset_path: json\noutput_type: multiple_choice\ntest_split: train\ndoc_to_target: label\n"
+    (root / "mix.yaml").write_text("task: mix_local\ndataset_kwargs:\n  data_files: [mix.jsonl]\n" + common +
+                                   'doc_to_text: "{{question}}"\ndoc_to_choice: "{{choices}}"\n')
+    (root / "pair.yaml").write_text("task: pair_local\ndataset_kwargs:\n  data_files: [pair.jsonl]\n" + common +
+                                    'doc_to_text: "{{text}} is"\ndoc_to_choice: ["true", "false"]\n')
+    (root / "group.yaml").write_text("group: mixed_suite\ntask: [mix_local, pair_local]\n")
+    return root
+
+
+def test_chance_is_the_mean_of_one_over_the_choices_of_the_examples_scored(mixed):
+    from prunekit.plugins.evaluators.zeroshot import chance_level, resolve_tasks
+
+    manager, names = resolve_tasks(["mix_local", f"local:{mixed}"])
+    task = manager.load(names)["tasks"]["mix_local"]
+    assert chance_level(task) == pytest.approx(0.35)
+    assert chance_level(task, limit=3) == pytest.approx((1 / 2 + 1 / 4 + 1 / 4) / 3)
+    assert chance_level(task, indices=[0, 3, 4]) == pytest.approx((1 / 2 + 1 / 2 + 1 / 4) / 3)
+
+
+def test_the_evaluator_records_chance_and_the_averages_stderr_under_limit_and_sample(mixed, tiny_model):
+    limited = eval_json("--tasks", f"mixed_suite,local:{mixed}", "--limit", "3")
+    details = limited["details"]["zeroshot"]
+    mix = (1 / 2 + 1 / 4 + 1 / 4) / 3
+    assert details["examples"] == {"mix_local": 3, "pair_local": 2}
+    assert details["chance"] == pytest.approx({"mix_local": mix, "pair_local": 0.5})
+    errors = [details["stderr"][task][metric] for task, metric in limited["primary_metric"].items()]
+    assert details["average_stderr"] == pytest.approx(math.sqrt(sum(e**2 for e in errors)) / len(errors))
+
+    sampled = score_tasks(tiny_model("llama"), tokenizer(), ["mix_local", "pair_local", f"local:{mixed}"],
+                          sample=5, seed=8)
+    drawn = sorted(random.Random(8).sample(range(len(CHOICES)), 5))  # as score_tasks draws, mix_local first
+    assert sampled.chance == pytest.approx({"mix_local": statistics.fmean(1 / CHOICES[i] for i in drawn),
+                                            "pair_local": 0.5})
+    assert sampled.chance["mix_local"] == pytest.approx(0.4)  # neither the first 5's nor the whole task's 0.35
 
 
 def test_lm_eval_request_bars_follow_prunekit_bars(suite, tiny_model, capfd, monkeypatch):

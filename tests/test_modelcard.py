@@ -16,6 +16,7 @@ from transformers import AutoModelForCausalLM
 from typer.testing import CliRunner
 
 from prunekit import hookimpl
+from prunekit.chance import above_chance_retention
 from prunekit.plugins.report import card as modelcard
 from prunekit.cli import app
 from prunekit.output import Report
@@ -23,6 +24,7 @@ from prunekit.rendering import metric_rows
 from prunekit.payloads import Dimension, Importance, Metrics
 
 STDERR = 0.0125
+CHANCE = 0.05
 
 
 class Measured:
@@ -44,7 +46,8 @@ class Measured:
             perplexity=size / 1000, loss=math.log(size / 1000),
             tasks={"toytask": {"acc": size / 1e6, "acc_norm": size / 2e6}}, primary_metric={"toytask": "acc"},
             latency={"decode_tokens_per_s": 1e7 / size},
-            details={"measured": {"stderr": {"toytask": {"acc": STDERR}}, "examples": 10}},
+            details={"measured": {"stderr": {"toytask": {"acc": STDERR}}, "chance": {"toytask": CHANCE},
+                                  "examples": 10}},
         )
 
 
@@ -91,6 +94,28 @@ def test_a_run_writes_a_card_the_hub_reads_with_the_reports_figures(run):
     assert report.metrics["after"].perplexity < report.metrics["before"].perplexity  # the figures differ by stage
     assert f"{report.retention.average_retention:.1%} retained" in card.text
     assert re.search(r"decode \d+\.\d\d×", card.text)
+
+
+def test_report_json_md_and_the_card_give_the_retention_above_chance(run):
+    """Per task and on average: before and after ± their standard errors, chance, above-chance retention ± its."""
+    report = json.loads((run / "report.json").read_text())
+    kept = report["retention"]
+    task = kept["tasks"]["toytask"]
+    before, after = task["before"], task["after"]
+    assert (task["before_stderr"], task["after_stderr"], task["chance"]) == (STDERR, STDERR, CHANCE)
+    expected = above_chance_retention(after, STDERR, before, STDERR, CHANCE)
+    assert task["above_chance"] == expected.model_dump() and expected.retention is not None
+    assert expected.retention == pytest.approx((after - CHANCE) / (before - CHANCE))
+    # one task: the average is the task, its standard error the task's
+    assert (kept["average_before_stderr"], kept["average_after_stderr"], kept["average_chance"]) == (STDERR, STDERR, CHANCE)
+    assert kept["average_above_chance"] == pytest.approx(task["above_chance"])
+
+    row = [f"{before:.4g} ± {STDERR:.4g}", f"{after:.4g} ± {STDERR:.4g}", f"{CHANCE:.4g}",
+           f"{expected.retention:.3f} ± {expected.stderr:.3f}"]
+    for text in ((run / "report.md").read_text(), (run / "model" / "README.md").read_text()):
+        rows = table(text)
+        assert rows["toytask (acc)"] == row and rows["average"] == row
+        assert "above-chance retention: (after − chance) / (before − chance)" in text
 
 
 def test_report_md_links_the_card_and_the_checkpoint_still_loads_stock(run):

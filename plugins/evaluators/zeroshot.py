@@ -15,6 +15,10 @@ folder. The configs themselves need no change.
 Each task is scored by its ``primary_metric``: ``acc_norm`` where lm-eval reports it, else
 ``acc`` -- the convention of the pruning papers (acc_norm for PIQA, HellaSwag and ARC, acc for
 WinoGrande). The evaluator measures only when the run gives tasks (``--tasks`` or ``tasks:``).
+
+Beside lm-eval's standard errors it records each multiple-choice task's chance level, the accuracy of
+guessing over the examples actually scored, and the standard error of the average: the report's
+above-chance retention needs both (:mod:`prunekit.chance`).
 """
 
 from __future__ import annotations
@@ -35,11 +39,13 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from prunekit import hookimpl, hub
+from prunekit.chance import average_stderr
 from prunekit.errors import UsageError
 from prunekit.payloads import EvalRequest, Metrics
 from prunekit.progress import bars_hidden
 
 if TYPE_CHECKING:
+    from lm_eval.api.task import Task
     from lm_eval.tasks import TaskManager
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
@@ -78,11 +84,19 @@ class TaskScores:
     """Few-shot examples per prompt (0 unless a task's config asks for more)."""
     lm_eval_version: str
     groups: dict[str, list[str]] = field(default_factory=dict)
+    chance: dict[str, float] = field(default_factory=dict)
+    """Per multiple-choice task, the accuracy of guessing: the mean over the scored examples of 1 / choices."""
 
     @property
     def average(self) -> float:
         """Mean of each task's primary metric: the papers' zero-shot average."""
         return statistics.fmean(self.tasks[t][m] for t, m in self.primary_metric.items())
+
+    @property
+    def average_stderr(self) -> float | None:
+        """The standard error of :attr:`average`, the tasks scored independently; ``None`` where a task has none."""
+        errors = [self.stderr.get(t, {}).get(m) for t, m in self.primary_metric.items()]
+        return None if not errors or None in errors else average_stderr(errors)
 
 
 def _signature(folder: Path) -> tuple[tuple[str, int, int], ...]:
@@ -208,6 +222,16 @@ def _random_state_kept() -> Iterator[None]:
         np.random.set_state(numpy_state)
 
 
+def chance_level(task: Task, *, limit: int | None = None, indices: list[int] | None = None) -> float | None:
+    """The accuracy of guessing on the examples lm-eval scores of a multiple-choice ``task`` (its first ``limit``, or
+    the drawn ``indices``; lm-eval's own iterator picks them): the mean of 1 / number of choices. Tasks mix choice
+    counts (ARC has 3 to 5), so no single 1/k fits; ``None`` for a task that is not multiple choice."""
+    if task.OUTPUT_TYPE != "multiple_choice":
+        return None
+    levels = [1 / len(task.doc_to_choice(doc)) for _, doc in task.doc_iterator(limit=limit, samples=indices)]
+    return statistics.fmean(levels) if levels else None
+
+
 def score_tasks(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -269,6 +293,7 @@ def score_tasks(
                 stderr[task][name.replace("_stderr", "", 1)] = float(value)
             else:
                 scores[task][name] = float(value)
+    chance = {name: chance_level(task, limit=limit, indices=(samples or {}).get(name)) for name, task in leaves.items()}
     return TaskScores(
         tasks=scores,
         primary_metric={task: _primary(metrics) for task, metrics in scores.items() if metrics},
@@ -278,6 +303,7 @@ def score_tasks(
         shots={task: results.get("n-shot", {}).get(task) for task in scores},
         lm_eval_version=lm_eval.__version__,
         groups=dict(loaded.get("group_map", {})),
+        chance={name: level for name, level in chance.items() if level is not None},
     )
 
 
@@ -307,6 +333,8 @@ def evaluate(request: EvalRequest) -> Metrics | None:
         "task_versions": scores.versions,
         "examples": scores.examples,
         "stderr": scores.stderr,
+        "chance": scores.chance,
+        "average_stderr": scores.average_stderr,
         "groups": scores.groups,
         "shots": scores.shots,
         "limit": request.config.limit,

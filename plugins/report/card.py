@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from prunekit import files, manager
+from prunekit.output import task_stderr
 from prunekit.plugins.report import markdown
 from prunekit.rendering import metric_rows, parameter_rows
 
@@ -81,41 +82,25 @@ def _license(model: str) -> str | None:
     return source.license if source else None
 
 
-def _stderr(details: dict[str, Any]) -> dict[str, dict[str, float]]:
-    """Standard errors ``{task: {metric: value}}`` an evaluator recorded under ``details[...]["stderr"]``
-    (``zeroshot`` does, from lm-eval)."""
-    found: dict[str, dict[str, float]] = {}
-    for section in details.values():
-        if isinstance(section, dict) and isinstance(section.get("stderr"), dict):
-            for task, metrics in section["stderr"].items():
-                if isinstance(metrics, dict):
-                    found.setdefault(task, {}).update(metrics)
-    return found
-
-
-def _with_stderr(value: float | None, stderr: float | None) -> str:
-    text = markdown.fmt(value)
-    return f"{text} ± {markdown.fmt(stderr)}" if text and stderr is not None else text
-
-
 def _metric_lines(report: Report) -> list[str]:
     before, after = report.metrics["before"], report.metrics["after"]
     rows = metric_rows(before, after)
     if not rows:
         return ["No evaluator measured the model in this run."]
-    errors = {"before": _stderr(before.details), "after": _stderr(after.details)}
+    errors = {"before": task_stderr(before.details), "after": task_stderr(after.details)}
 
     def error(stage: str, name: str) -> float | None:
         task, _, metric = name.partition(" ")
         return errors[stage].get(task, {}).get(metric)
 
     lines = ["| metric | before | after | after / before |", "|---|---|---|---|"]
-    lines += [f"| {name} | {_with_stderr(b, error('before', name))} | {_with_stderr(a, error('after', name))} | "
-              f"{markdown.retention(b, a)} |" for name, b, a in rows]
+    lines += [f"| {name} | {markdown.with_stderr(b, error('before', name))} | "
+              f"{markdown.with_stderr(a, error('after', name))} | {markdown.retention(b, a)} |" for name, b, a in rows]
     if any(errors.values()):
         lines += ["", "Task scores are given ± their standard error where the evaluator reports one (lm-eval does)."]
+    zeroshot = markdown.zeroshot_lines(report.retention)
     summary = markdown.summary_lines(report)
-    return lines + ([""] + summary[:-1] if summary else [])
+    return lines + ([""] + zeroshot[:-1] if zeroshot else []) + ([""] + summary[:-1] if summary else [])
 
 
 def _settings_lines(report: Report) -> list[str]:

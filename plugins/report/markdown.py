@@ -14,7 +14,8 @@ from prunekit.rendering import generation_lines, metric_rows, parameter_rows, re
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from prunekit.output import Baseline, RecoveryStep, Report
+    from prunekit.chance import AboveChance
+    from prunekit.output import Baseline, RecoveryStep, Report, Retention
 
 
 RECOVERY_PLOT = "recovery.png"
@@ -90,6 +91,35 @@ def compact(value: Any) -> str:
     return str(value)
 
 
+def with_stderr(value: float | None, stderr: float | None) -> str:
+    """``value ± stderr``, or the value alone where no standard error was measured."""
+    text = fmt(value)
+    return f"{text} ± {fmt(stderr)}" if text and stderr is not None else text
+
+
+def _above_chance(kept: AboveChance | None) -> str:
+    if kept is None or kept.retention is None:
+        return "" if kept is None else f"not given: {kept.reason}"
+    return f"{kept.retention:.3f}" + ("" if kept.stderr is None else f" ± {kept.stderr:.3f}")
+
+
+def zeroshot_lines(kept: Retention) -> list[str]:
+    """The zero-shot table: per task and on average, each accuracy ± its standard error, the chance level and the
+    retention above chance ± its standard error (:mod:`prunekit.chance`); empty where no task was scored."""
+    if not kept.tasks:
+        return []
+    lines = ["| zero-shot task | before | after | chance | above-chance retention |", "|---|---|---|---|---|"]
+    lines += [f"| {task} ({t.metric}) | {with_stderr(t.before, t.before_stderr)} | "
+              f"{with_stderr(t.after, t.after_stderr)} | {fmt(t.chance)} | {_above_chance(t.above_chance)} |"
+              for task, t in kept.tasks.items()]
+    lines.append(f"| average | {with_stderr(kept.average_before, kept.average_before_stderr)} | "
+                 f"{with_stderr(kept.average_after, kept.average_after_stderr)} | {fmt(kept.average_chance)} | "
+                 f"{_above_chance(kept.average_above_chance)} |")
+    return lines + ["", "Accuracy ± its standard error (the average's: sqrt(Σ se²) / k); chance: the accuracy of "
+                    "guessing on the scored examples; above-chance retention: (after − chance) / (before − "
+                    "chance), ± its standard error by the delta method.", ""]
+
+
 def _baseline_line(baseline: Baseline | None) -> list[str]:
     if baseline is None:
         return []
@@ -156,6 +186,7 @@ def render_markdown(report: Report, card: str | None = None) -> str:
         lines += ["| metric | before | after | after / before |", "|---|---|---|---|"]
         lines += [f"| {n} | {fmt(b)} | {fmt(a)} | {retention(b, a)} |" for n, b, a in rows]
         lines.append("")
+    lines += zeroshot_lines(report.retention)
     lines += summary_lines(report)
     lines += _recovery_lines(report.recovery)
     details = report.metrics["after"].details
