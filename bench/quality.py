@@ -1,23 +1,36 @@
-"""What every pipeline costs in quality on a built-in real model: pruners x ratios x recoveries.
+"""What every pipeline costs in quality on a built-in real model: pruners x ratios x recoveries,
+each trained row beside its control.
 
 Each row is one pipeline as ``core run`` runs it, through the same hooks and the same code: the
 pruner's ``score_importance`` (or ``slice_model``), the core's keep plan and ``slice_layer`` with
 the uncompressed layers recorded, then the recovery chain through ``prunekit.pipeline.recover``
-(``refit``, ``lora`` or ``refit`` then ``lora``), each step's perplexity measured before and after
-it. Every model is measured in memory with the built-in evaluators' library functions: WikiText-2
-perplexity (the evaluator's default text, windows and length) and, at ``--zeroshot-ratios``, the
-five zero-shot tasks of the benchmark data at ``--limit`` examples each (each task's primary
-metric with its standard error; acc_norm, acc for WinoGrande).
+(``refit``, ``lora`` or ``refit`` then ``lora``). Calibration and training read their default
+text, the OpenStax excerpt shipped with prunekit; evaluation reads WikiText-2, which shares no
+13-gram with it. Every model is measured in memory with the built-in evaluators' library
+functions: perplexity, bits per byte and word perplexity on the evaluator's default text and
+windows (every row), and, on the rows ``--full`` names (and the dense model), the whole
+evaluation half and the five zero-shot tasks of the benchmark data at ``--limit`` examples each
+(each task's primary metric with its standard error and chance level; acc_norm, acc for
+WinoGrande), with above-chance retention ``(acc − chance) / (acc_dense − chance)`` ± its
+standard error.
+
+**Controls.** A recovery that trains on text (``lora``) also adapts the model to that text, and
+that gain is not recovery from compression. So for each such recovery the uncompressed model is
+put through the same recovery with the same tokens (the ``dense`` rows at ratio 0), and every
+trained row is shown against both the untrained dense model and that control. ``refit`` solves a
+least-squares problem per sliced layer and leaves an unsliced model as it is, so ``refit,lora``
+shares ``lora``'s control.
 
 FFN pruners slice the FFN at each ``--ratios`` value; ``slicegpt``, which slices the hidden width,
 is run at the hidden ratio whose whole-model parameter reduction is closest to that of the FFN
 ratio (from shapes alone), so every row of a ratio removes about as many parameters. Randomized
 pruners (``random``, ``prunenet``) run at every ``--seeds`` value; the table shows their median
 and range. Rows are written to the JSON as they finish, and a rerun with the same settings skips
-the rows already there, so an interrupted bench loses at most one row.
+the rows already there, so an interrupted bench loses at most one row; a row ``--full`` names
+that lacks its full measurement is measured again.
 
-    .venv/bin/python bench/quality.py --limit 100
-    .venv/bin/python bench/quality.py --limit 0 --recoveries none,refit --ratios 0.1,0.3
+    .venv/bin/python bench/quality.py --model smollm2-135m
+    .venv/bin/python bench/quality.py --model smollm2-135m --full activation,refit,lora@0.3 --full dense,lora@0
 """
 
 from __future__ import annotations
@@ -25,7 +38,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import math
 import os
 import platform
 import statistics
@@ -41,7 +53,8 @@ from transformers import AutoModelForCausalLM  # noqa: E402
 
 from prunekit import files, pipeline  # noqa: E402
 from prunekit.config import RunConfig  # noqa: E402
-from prunekit.plugins.data import shared_data_dir, token_stream  # noqa: E402
+from prunekit.chance import above_chance_retention, average_stderr  # noqa: E402
+from prunekit.plugins.data import shared_data_dir, token_stream, token_units, training_text  # noqa: E402
 from prunekit.manager import get_plugins  # noqa: E402
 from prunekit.models import load_model  # noqa: E402
 from prunekit.output import package_versions  # noqa: E402
@@ -57,12 +70,23 @@ from prunekit.plugins.slicegpt.structure import restore  # noqa: E402
 from prunekit.slicing import kept_units  # noqa: E402
 from prunekit.uncompressed import UncompressedLayers  # noqa: E402
 
-PRUNERS = ("random", "prunenet", "prunenet-each", "magnitude", "activation", "slicegpt")
-"""``prunenet-each`` is ``prunenet`` with a policy trained at the row's ratio, where ``prunenet``
-trains once (at the first ratio it runs) and reuses that policy at every ratio."""
+PRUNERS = ("dense", "random", "prunenet", "prunenet-each", "magnitude", "activation", "slicegpt")
+"""``dense`` slices nothing: the control rows. ``prunenet-each`` is ``prunenet`` with a policy trained
+at the row's ratio, where ``prunenet`` trains once (at the first ratio it runs) and reuses that policy
+at every ratio."""
+DEFAULT_PRUNERS = ("random", "prunenet", "magnitude", "activation", "slicegpt")
 RANDOMIZED = ("random", "prunenet", "prunenet-each")
 RECOVERIES = {"none": [], "refit": ["refit"], "lora": ["lora"], "refit+lora": ["refit", "lora"]}
-RATIOS = (0.1, 0.2, 0.3, 0.5)
+TRAINED = ("lora",)
+"""The recovery plugins that train on text, so need a control."""
+RATIOS = (0.3, 0.5)
+
+
+def control(recovery: str) -> str | None:
+    """The recovery the uncompressed model goes through as the control of ``recovery``: its text-trained steps
+    (``refit`` leaves an unsliced model as it is), or ``None`` where nothing trains on text."""
+    trained = [step for step in RECOVERIES[recovery] if step in TRAINED]
+    return "+".join(trained) or None
 
 
 def ffn_reduction(base, ratio: float) -> float:
@@ -107,6 +131,9 @@ def hidden_ratio(base, target: float, options: SliceGPTOptions) -> float:
 def compress(base, tokenizer, pruner: str, ffn_ratio: float, seed: int, uncompressed: UncompressedLayers):
     """A sliced copy of ``base`` with its layers recorded in ``uncompressed`` (unless slicegpt
     slices it), and its facts."""
+    if pruner == "dense":
+        model = copy.deepcopy(base)
+        return model, get_plugins().hooks([]).architecture_for(model), {"params": count_parameters(model)}
     plugin, options = ("prunenet", {"train_ratio": ffn_ratio}) if pruner == "prunenet-each" else (pruner, {})
     plugins = get_plugins()
     hooks = plugins.hooks([plugin])
@@ -154,25 +181,42 @@ def summary(report: dict | None) -> dict | None:
     return {key: value for key, value in report.items() if key not in ("per_layer", "train_loss", "eval_loss")}
 
 
-def measure(model, tokenizer, stream, length: int, tasks: list[str], limit: int, known: float | None) -> dict:
-    """Perplexity (``known`` when the last recovery step measured it already, with the same
-    protocol), and with ``limit`` each task's primary metric, its standard error and the mean."""
+def measure(model, tokenizer, text: tuple, tasks: list[str], limit: int) -> dict:
+    """Perplexity, bits per byte and word perplexity on the default windows; with ``limit``, also on the whole
+    evaluation half, and each task's primary metric with its standard error and chance level, and their mean."""
     start = time.perf_counter()
-    if known is None:
-        known = perplexity.measure(model, stream, length=length,
-                                   windows_count=perplexity.PerplexityOptions().windows).perplexity
-    result: dict = {"perplexity": known, "loss": math.log(known)}
+    stream, units, length = text
+    prefix = perplexity.prefix_token(tokenizer)
+    default = perplexity.measure(model, stream, prefix=prefix, length=length, units=units,
+                                 windows_count=perplexity.PerplexityOptions().windows)
+    result: dict = {"perplexity": default.perplexity, "loss": default.loss, "bits_per_byte": default.bits_per_byte,
+                    "word_perplexity": default.word_perplexity}
     if limit:
+        whole = perplexity.measure(model, stream, prefix=prefix, length=length, units=units, windows_count=None)
+        result["whole"] = {"perplexity": whole.perplexity, "bits_per_byte": whole.bits_per_byte,
+                           "word_perplexity": whole.word_perplexity, "tokens": whole.tokens, "bytes": whole.bytes}
         scores = zeroshot.score_tasks(model, tokenizer, tasks, limit=limit)
         primary = {task: metric for task, metric in sorted(scores.primary_metric.items())
                    if task in scores.tasks and not task.startswith("zeroshot")}
         result["tasks"] = {task: scores.tasks[task][metric] for task, metric in primary.items()}
         result["stderr"] = {task: scores.stderr.get(task, {}).get(metric) for task, metric in primary.items()}
+        result["chance"] = {task: scores.chance[task] for task in primary}
         result["metrics"] = primary
         result["average"] = statistics.fmean(result["tasks"].values())
+        result["average_stderr"] = average_stderr(list(result["stderr"].values()))
+        result["average_chance"] = statistics.fmean(result["chance"].values())
         result["examples"] = scores.examples
     result["seconds"] = round(time.perf_counter() - start, 1)
     return result
+
+
+def above_chance(row: dict, dense: dict) -> str:
+    """``row``'s zero-shot average retained above chance against ``dense`` ± its standard error."""
+    found = above_chance_retention(row["average"], row["average_stderr"], dense["average"], dense["average_stderr"],
+                                   dense["average_chance"])
+    if found.retention is None:
+        return "n/a"
+    return f"{found.retention:.2f} ± {found.stderr:.2f}"
 
 
 def key(row: dict) -> tuple:
@@ -186,66 +230,83 @@ def cell(values: list[float], digits: int) -> str:
     return f"{statistics.median(values):.{digits}f} ({min(values):.{digits}f}–{max(values):.{digits}f})"
 
 
-def average_stderr(row: dict) -> float:
-    """The standard error of the mean of the tasks' scores, the tasks taken as independent."""
-    errors = [error for error in row["stderr"].values() if error is not None]
-    return math.sqrt(sum(error**2 for error in errors)) / len(errors)
-
-
 def markdown(header: list[str], rows: list[list[str]]) -> str:
     """A markdown table of ``rows`` under ``header``."""
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
 
 
+def name(row: dict) -> str:
+    return row["pruner"] if row["recovery"] == "none" else f"{row['pruner']},{row['recovery'].replace('+', ',')}"
+
+
 def zeroshot_table(results: dict) -> str:
-    """Every row with zero-shot scores: each task's primary metric and the mean, ± standard error."""
+    """Every row with zero-shot scores: each task's primary metric ± standard error, the mean, and the retention
+    above chance (a row under the dense one gives each task's chance level)."""
     dense = results["dense"]
     if "tasks" not in dense:
         return ""
     names = list(dense["tasks"])
-    header = ["ratio", "pipeline", "seed", *[name.removesuffix("_local") for name in names], "avg", "retention"]
+    header = ["ratio", "pipeline", "seed", *[n.removesuffix("_local") for n in names], "avg", "above-chance retention"]
 
     def cells(row: dict) -> list[str]:
         scores = [f"{row['tasks'][n]:.3f} ± {row['stderr'][n]:.3f}" for n in names]
-        return scores + [f"{row['average']:.3f} ± {average_stderr(row):.3f}"]
+        return scores + [f"{row['average']:.3f} ± {row['average_stderr']:.3f}"]
 
-    rows = [["0", "dense", "", *cells(dense), ""]]
+    rows = [["0", "dense", "", *cells(dense), "1"],
+            ["", "chance", "", *[f"{dense['chance'][n]:.3f}" for n in names], f"{dense['average_chance']:.3f}", "0"]]
     for row in results["rows"]:
         if "tasks" in row:
-            name = row["pruner"] if row["recovery"] == "none" else f"{row['pruner']},{row['recovery'].replace('+', ',')}"
-            rows.append([f"{row['ratio']:g}", name, str(row["seed"]), *cells(row),
-                         f"{row['average'] / dense['average']:.3f}"])
+            rows.append([f"{row['ratio']:g}", name(row), str(row["seed"]), *cells(row), above_chance(row, dense)])
     return markdown(header, rows)
 
 
 def table(results: dict) -> str:
+    """Every pipeline: perplexity (median and range over seeds) and bits per byte, against the dense model and, for
+    a trained recovery, against its control; the zero-shot average and above-chance retention where measured."""
     dense = results["dense"]
-    header = ["ratio", "pipeline", "params -%", "seeds", "ppl", "ppl / dense", "zero-shot avg", "retention"]
-    rows = [["0", "dense", "0.0", "", f"{dense['perplexity']:.2f}", "1.00",
-             f"{dense['average']:.3f}" if "average" in dense else "", ""]]
+    controls = {row["recovery"]: row for row in results["rows"] if row["pruner"] == "dense"}
+    header = ["ratio", "pipeline", "params -%", "seeds", "ppl", "bits/byte", "ppl / dense", "ppl / control",
+              "zero-shot avg", "above-chance retention"]
+    rows = [["0", "dense", "0.0", "", f"{dense['perplexity']:.2f}", f"{dense['bits_per_byte']:.4f}", "1.00", "",
+             f"{dense['average']:.3f} ± {dense['average_stderr']:.3f}" if "average" in dense else "", ""]]
     groups: dict[tuple, list[dict]] = {}
     for row in results["rows"]:
         groups.setdefault((row["ratio"], row["pruner"], row["recovery"]), []).append(row)
-    order = {name: index for index, name in enumerate([*PRUNERS, *RECOVERIES])}
+    order = {key: index for index, key in enumerate([*PRUNERS, *RECOVERIES])}
     for (ratio, pruner, recovery), members in sorted(groups.items(),
                                                      key=lambda g: (g[0][0], order[g[0][1]], order[g[0][2]])):
         ppl = [m["perplexity"] for m in members]
+        reference = controls.get(control(recovery) or "")
+        against = "" if reference is None or pruner == "dense" else f"{statistics.median(ppl) / reference['perplexity']:.2f}"
         reduction = [100 * (1 - m["params"] / results["params_dense"]) for m in members]
-        averages = [m["average"] for m in members if "average" in m]
-        name = pruner if recovery == "none" else f"{pruner},{recovery.replace('+', ',')}"
+        zero = [m for m in members if "average" in m]
         rows.append([
-            f"{ratio:g}", name, f"{statistics.median(reduction):.1f}", ",".join(str(m["seed"]) for m in members),
-            cell(ppl, 2), f"{statistics.median(ppl) / dense['perplexity']:.2f}",
-            cell(averages, 3) if averages else "",
-            f"{statistics.median(averages) / dense['average']:.3f}" if averages and "average" in dense else "",
+            f"{ratio:g}", name(members[0]), f"{statistics.median(reduction):.1f}",
+            ",".join(str(m["seed"]) for m in members), cell(ppl, 2), cell([m["bits_per_byte"] for m in members], 4),
+            f"{statistics.median(ppl) / dense['perplexity']:.2f}", against,
+            "; ".join(f"{m['average']:.3f} ± {m['average_stderr']:.3f}" for m in zero),
+            "; ".join(above_chance(m, dense) for m in zero) if "average" in dense else "",
         ])
     return markdown(header, rows)
 
 
+def whole_table(results: dict) -> str:
+    """The rows measured on the whole evaluation half: perplexity, bits per byte, word perplexity."""
+    if "whole" not in results["dense"]:
+        return ""
+    measured = [("0", "dense", results["dense"])]
+    measured += [(f"{r['ratio']:g}", name(r), r) for r in results["rows"] if "whole" in r]
+    return markdown(["ratio", "pipeline", "ppl", "bits/byte", "word ppl", "tokens"],
+                    [[ratio, label, f"{r['whole']['perplexity']:.2f}", f"{r['whole']['bits_per_byte']:.4f}",
+                      f"{r['whole']['word_perplexity']:.2f}", f"{r['whole']['tokens']:,}"]
+                     for ratio, label, r in measured])
+
+
 def plan(args) -> list[dict]:
-    """Every row to measure, in the order they run (one slicing serves all its recoveries)."""
-    rows = []
+    """Every row to measure, in the order they run (one slicing serves all its recoveries): the controls first."""
+    rows = [{"pruner": "dense", "seed": args.seeds[0], "ratio": 0.0, "recovery": recovery}
+            for recovery in dict.fromkeys(control(r) for r in args.recoveries) if recovery]
     for ratio in args.ratios:
         for pruner in args.pruners:
             for seed in (args.seeds if pruner in RANDOMIZED else args.seeds[:1]):
@@ -256,19 +317,31 @@ def plan(args) -> list[dict]:
     return rows
 
 
+def full(row: dict, selected: list[tuple[str, float]]) -> bool:
+    """Whether ``row`` is one of ``--full``'s ``PIPELINE@RATIO`` (every seed of it)."""
+    return (name(row), row["ratio"]) in selected
+
+
+def selection(value: str) -> tuple[str, float]:
+    """``PIPELINE@RATIO`` (``activation,refit,lora@0.3``) as ``("activation,refit,lora", 0.3)``."""
+    pipeline_name, _, ratio = value.rpartition("@")
+    return pipeline_name, float(ratio)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--ratios", type=lambda s: [float(x) for x in s.split(",")], default=list(RATIOS),
-                        help="FFN ratios (default 0.1,0.2,0.3,0.5)")
-    parser.add_argument("--pruners", type=lambda s: s.split(","), default=list(PRUNERS))
+                        help="FFN ratios (default 0.3,0.5)")
+    parser.add_argument("--pruners", type=lambda s: s.split(","), default=list(DEFAULT_PRUNERS))
     parser.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=[0, 1, 2],
-                        help="seeds of the randomized pruners (the others run at the first)")
+                        help="seeds of the randomized pruners (the others, and the controls, run at the first)")
     parser.add_argument("--recoveries", type=lambda s: s.split(","), default=list(RECOVERIES),
                         help=f"recovery chains, of {', '.join(RECOVERIES)}")
-    parser.add_argument("--limit", type=int, default=100, help="examples per zero-shot task (0: perplexity only)")
-    parser.add_argument("--zeroshot-ratios", type=lambda s: [float(x) for x in s.split(",")], default=None,
-                        help="ratios whose rows also get zero-shot scores (default: every ratio)")
+    parser.add_argument("--limit", type=int, default=300, help="examples per zero-shot task on the --full rows")
+    parser.add_argument("--full", type=selection, action="append", default=[], metavar="PIPELINE@RATIO",
+                        help="a row (every seed of it) that also gets the whole evaluation half and zero-shot, e.g. "
+                        "activation,refit,lora@0.3 or dense,lora@0 (its control); repeatable. The dense model always does")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default torch's)")
     parser.add_argument("--output", type=Path, default=None,
                         help="JSON file (default bench/results/quality-<model>.json)")
@@ -279,7 +352,6 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     output = args.output or Path(f"bench/results/quality-{args.model}.json")
-    zeroshot_ratios = args.ratios if args.zeroshot_ratios is None else args.zeroshot_ratios
 
     data = shared_data_dir()
     if data is None:
@@ -287,11 +359,12 @@ def main() -> None:
     tasks = [f"local:{data / 'tasks'}"]
     loaded = load_model(args.model)
     base, tokenizer = loaded.model, loaded.tokenizer
-    length = perplexity.window_length(base, None)
-    stream = token_stream(tokenizer, perplexity.default_source())
-    settings = {"model": args.model,
-                "perplexity": {"source": perplexity.default_source(), "length": length,
-                               "windows": perplexity.PerplexityOptions().windows}}
+    source = perplexity.default_source()
+    text = (token_stream(tokenizer, source), token_units(tokenizer, source), perplexity.window_length(base, None))
+    settings = {"model": args.model, "limit": args.limit,
+                "perplexity": {"source": source, "length": text[2], "windows": perplexity.PerplexityOptions().windows,
+                               "prefix_token": perplexity.prefix_token(tokenizer)},
+                "training_text": training_text()}
     results: dict = json.loads(output.read_text()) if output.is_file() else {}
     if results.get("settings") != settings:
         results = {"settings": settings, "rows": []}
@@ -304,9 +377,10 @@ def main() -> None:
         files.write_json(output, results, indent=2)
 
     if "dense" not in results:
-        results["dense"] = measure(base, tokenizer, stream, length, tasks, args.limit, None)
+        results["dense"] = measure(base, tokenizer, text, tasks, args.limit)
         save()
     print(f"dense: ppl {results['dense']['perplexity']:.2f}", flush=True)
+    results["rows"] = [row for row in results["rows"] if "tasks" in row or not full(row, args.full)]
     done = {key(row) for row in results["rows"]}
     todo = [row for row in plan(args) if key(row) not in done]
     slicings: dict[tuple, list[dict]] = {}
@@ -317,7 +391,7 @@ def main() -> None:
             sliced, architecture, facts = compress(base, tokenizer, pruner, ratio, seed, uncompressed)
             recovered: dict[tuple[str, ...], tuple] = {(): (sliced, [])}  # refit+lora continues refit's model
             for row in rows:
-                limit = args.limit if ratio in zeroshot_ratios else 0
+                limit = args.limit if full(row, args.full) else 0
                 chain = tuple(RECOVERIES[row["recovery"]])
                 done_part = max((part for part in recovered if chain[:len(part)] == part), key=len)
                 model, steps = recovered[done_part]
@@ -327,14 +401,16 @@ def main() -> None:
                                               list(chain[len(done_part):]), seed, Path(work))
                     steps = steps + more
                     recovered[chain] = (model, steps)
-                known = steps[-1]["perplexity_after"] if steps else None
-                quality = measure(model, tokenizer, stream, length, tasks, limit, known)
+                quality = measure(model, tokenizer, text, tasks, limit)
                 results["rows"].append({**row, **facts, "recovery_steps": steps, "limit": limit, **quality})
                 save()
-                print(f"r={ratio:g} {pruner} seed {seed} {row['recovery']}: ppl {quality['perplexity']:.2f}"
+                print(f"r={ratio:g} {pruner} seed {seed} {row['recovery']}: ppl {quality['perplexity']:.2f}, "
+                      f"bits/byte {quality['bits_per_byte']:.4f}"
                       + (f", avg {quality['average']:.3f}" if limit else ""), flush=True)
     print()
     print(table(results))
+    print()
+    print(whole_table(results))
     print()
     print(zeroshot_table(results))
     print(f"\n{len(results['rows'])} rows; JSON: {output}")

@@ -66,7 +66,7 @@ def recover(request: RecoverRequest) -> Recovery:
         report = {
             "method": "LoRA (peft), merged into the weights",
             "settings": settings.identity(),
-            "data": text.report(),
+            "data": text.report(outcome["tokens_seen"]),
             "trainable_parameters": trainable,
             **outcome,
             "adapter": str(files.adapter_dir) if chosen.save_adapter else None,

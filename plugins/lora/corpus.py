@@ -43,10 +43,12 @@ class Corpus:
 
         return table(self.train), table(self.held_out)
 
-    def report(self) -> dict[str, Any]:
+    def report(self, trained: int) -> dict[str, Any]:
+        """What the report says of the text: ``tokens`` is the ``trained`` tokens the training read (repeats counted),
+        ``train_tokens`` all the text it could read."""
         length = self.train.shape[1]
         return {
-            **data.describe(self.source, self.train.numel()),
+            **data.describe(self.source, trained),
             "sequence_length": length,
             "train_sequences": len(self.train),
             "held_out_sequences": len(self.held_out),

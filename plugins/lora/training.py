@@ -94,6 +94,7 @@ def arguments(settings: Settings, output_dir: Path, *, on_cpu: bool, evaluate_fi
         logging_strategy="steps",
         logging_steps=1,
         report_to="none",
+        include_num_input_tokens_seen=True,  # the report states the tokens trained on, which early stopping cuts
         disable_tqdm=True,
         seed=settings.seed,
         data_seed=settings.seed,
@@ -135,6 +136,7 @@ def summary(trainer: Trainer, settings: Settings, resume_from: Path | None) -> d
     return {
         "steps": state.global_step,
         "max_steps": settings.steps,
+        "tokens_seen": int(state.num_input_tokens_seen),
         "stopped_early": state.global_step < settings.steps,
         "best_step": state.best_global_step,
         "eval_loss_start": start,
