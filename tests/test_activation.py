@@ -113,6 +113,7 @@ def test_a_run_writes_a_stock_checkpoint_that_from_pretrained_loads(corpus, tmp_
     report = json.loads(result.stdout)
     assert report["stock"] is True
     assert report["pruning"]["ffn"]["calibration"]["tokens"] == 128
+    assert f"- ffn pruning, calibration: {corpus}, 128 tokens; " in (out / "report.md").read_text()
     model = AutoModelForCausalLM.from_pretrained(out / "model")
     assert (model.config.intermediate_size, model.config.num_key_value_heads, model.config.num_attention_heads) == (64, 1, 2)
     assert sum(p.numel() for p in model.parameters()) == report["params"]["after"]

@@ -21,6 +21,7 @@ from prunekit.config import RunConfig
 from prunekit.errors import UsageError
 from prunekit.manager import get_plugins
 from prunekit.payloads import Metrics, RecoverRequest
+from prunekit.plugins.data import training_text
 from prunekit.plugins.lora import adapters, corpus, store, training
 from prunekit.plugins.lora.options import LoraOptions, resolve
 from prunekit.plugins.models.tiny import FAMILIES, tiny_model, tokenizer
@@ -181,12 +182,17 @@ def test_run_trains_merges_and_saves_a_stock_checkpoint_without_lora(tmp_path, t
     assert perplexity["with_recovery"] == pytest.approx(math.exp(recovery["eval_loss_best"]), rel=1e-3)
     assert perplexity["with_recovery"] < perplexity["without_recovery"]
     assert recovery["data"]["source"] == f"{text_file}[:80%]"
+    settings = recovery["settings"]
+    assert recovery["data"]["tokens"] == 4 * settings["batch_size"] * settings["sequence_length"]  # read, not available
     saved = tmp_path / "run" / "model"
     with safe_open(saved / "model.safetensors", "pt") as weights:
         assert not [key for key in weights.keys() if "lora" in key]
     assert not (tmp_path / "run" / "checkpoints").exists()  # nothing left behind once merged
     markdown = (tmp_path / "run" / "report.md").read_text()
     assert "## Recovery" in markdown and f"- data: {{source: {text_file}" in markdown
+    disjoint = "disjoint from" if recovery["data"]["disjoint_from_evaluation"] else "NOT disjoint from"
+    assert (f"- lora recovery, data: {text_file}[:80%], {recovery['data']['tokens']:,} tokens; {disjoint} the "
+            "evaluation text (") in markdown.split("## Text read")[1]
     assert "(recovery.png)" in markdown and (tmp_path / "run" / "recovery.png").stat().st_size > 0
     reloaded = AutoModelForCausalLM.from_pretrained(saved)
     assert type(reloaded).__name__ == "LlamaForCausalLM"
@@ -362,7 +368,9 @@ def test_smollm2_sliced_by_30_percent_has_lower_perplexity_with_lora(tmp_path, s
     assert recovered.exit_code == 0, recovered.output
     without, with_lora = json.loads(plain.stdout), json.loads(recovered.stdout)
     assert with_lora["metrics"]["after"]["perplexity"] < without["metrics"]["after"]["perplexity"]
-    assert "disjoint_from_evaluation" in with_lora["recovery"][0]["report"]["data"]
+    text = with_lora["recovery"][0]["report"]["data"]
+    assert text["source"] == training_text() and text["disjoint_from_evaluation"] is True
+    assert text["tokens"] == 8 * 2 * 128
     saved = tmp_path / "lora" / "model"
     with safe_open(saved / "model.safetensors", "pt") as weights:
         assert not [key for key in weights.keys() if "lora" in key]

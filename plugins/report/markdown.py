@@ -12,6 +12,7 @@ from prunekit.plugins import figures
 from prunekit.rendering import generation_lines, metric_rows, parameter_rows, reach_line, speedup_line
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from pathlib import Path
 
     from prunekit.chance import AboveChance
@@ -120,6 +121,29 @@ def zeroshot_lines(kept: Retention) -> list[str]:
                     "chance), ± its standard error by the delta method.", ""]
 
 
+def _texts_read(section: Any, where: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every text statement (``prunekit.plugins.data.describe``: source, tokens, overlap with the evaluation text)
+    inside a step's report, with where it was found."""
+    if isinstance(section, dict):
+        if {"source", "tokens", "disjoint_from_evaluation"} <= section.keys():
+            yield where, section
+            return
+        for key, value in section.items():
+            yield from _texts_read(value, f"{where}, {key}")
+
+
+def text_lines(report: Report) -> list[str]:
+    """What each step calibrated or trained on, its tokens, and whether that text is disjoint from the evaluation
+    text, so a reader can tell recovery from adaptation to the text a model is measured on."""
+    found = [item for dimension, section in report.pruning.items()
+             for item in _texts_read(section, f"{dimension} pruning")]
+    found += [item for step in report.recovery for item in _texts_read(step.report, f"{step.plugin} recovery")]
+    lines = [f"- {where}: {text['source']}, {text['tokens']:,} tokens; "
+             f"{'disjoint from' if text['disjoint_from_evaluation'] else 'NOT disjoint from'} the evaluation text "
+             f"({text.get('evaluation_overlap', '')})" for where, text in found]
+    return ["## Text read", "", *lines, ""] if lines else []
+
+
 def _baseline_line(baseline: Baseline | None) -> list[str]:
     if baseline is None:
         return []
@@ -188,6 +212,7 @@ def render_markdown(report: Report, card: str | None = None) -> str:
         lines.append("")
     lines += zeroshot_lines(report.retention)
     lines += summary_lines(report)
+    lines += text_lines(report)
     lines += _recovery_lines(report.recovery)
     details = report.metrics["after"].details
     if details:
