@@ -74,10 +74,12 @@ class Calibration:
     count: int
     length: int
     seed: int
+    split: str
+    text_field: str
 
     def report(self) -> dict[str, Any]:
-        return {**data.describe(self.source, self.count * self.length), "samples": self.count,
-                "length": self.length, "seed": self.seed}
+        return {**data.describe(self.source, self.count * self.length, split=self.split, text_field=self.text_field),
+                "samples": self.count, "length": self.length, "seed": self.seed}
 
 
 def resolve(options: CalibrationOptions, model: PreTrainedModel, run_seed: int) -> Calibration:
@@ -95,6 +97,8 @@ def resolve(options: CalibrationOptions, model: PreTrainedModel, run_seed: int) 
         count=options.count or count,
         length=length,
         seed=run_seed if options.seed is None else options.seed,
+        split=options.split,
+        text_field=options.text_field,
     )
 
 

@@ -252,35 +252,34 @@ def token_units(
     return _part(torch.stack([tensors["bytes"], tensors["words"]], dim=1), start, end)
 
 
-def _ngrams(source: str) -> set[int]:
-    words = re.findall(r"[a-z0-9]+", SEPARATOR.join(load_texts(source)).lower())
+def _ngrams(source: str, split: str, text_field: str) -> set[int]:
+    words = re.findall(r"[a-z0-9]+", SEPARATOR.join(load_texts(source, split=split, text_field=text_field)).lower())
     return {hash(tuple(words[i : i + OVERLAP_NGRAM])) for i in range(len(words) - OVERLAP_NGRAM + 1)}
 
 
-def shared_ngrams(source: str, reference: str) -> tuple[int, int]:
-    """``(shared, total)``: how many of the distinct 13-grams of ``source`` also occur in ``reference``, both read
-    whole (token ranges ignored, so two halves of one file count as overlapping). Cached by the files' state:
-    a run states it on every report without reading the texts again."""
+def shared_ngrams(source: str, reference: str, *, split: str = "train", text_field: str = "text") -> tuple[int, int]:
+    """``(shared, total)``: how many of the distinct 13-grams of ``source`` (its ``split`` and ``text_field``) also
+    occur in the local text ``reference``, both read whole (token ranges ignored, so two halves of one file count as
+    overlapping). Cached by the files' state: a run states it on every report without reading the texts again."""
     import json
 
     base, reference_base = parse_source(source)[0], parse_source(reference)[0]
-    key = hashlib.sha256(f"{_cache_key(None, base, 'train', 'text')}|{_cache_key(None, reference_base, 'train', 'text')}"
-                         .encode()).hexdigest()[:24]
-    cache = files.cache_root() / "overlap" / f"{key}.json"
+    keys = f"{_cache_key(None, base, split, text_field)}|{_cache_key(None, reference_base, 'train', 'text')}"
+    cache = files.cache_root() / "overlap" / f"{hashlib.sha256(keys.encode()).hexdigest()[:24]}.json"
     if cache.is_file():
         return tuple(json.loads(cache.read_text()))
-    grams = _ngrams(base)
-    counted = (len(grams & _ngrams(reference_base)), len(grams))
+    grams = _ngrams(base, split, text_field)
+    counted = (len(grams & _ngrams(reference_base, "train", "text")), len(grams))
     cache.parent.mkdir(parents=True, exist_ok=True)
     files.write_text(cache, json.dumps(counted))
     return counted
 
 
-def describe(source: str, tokens: int) -> dict[str, Any]:
+def describe(source: str, tokens: int, *, split: str = "train", text_field: str = "text") -> dict[str, Any]:
     """What a calibration or training step read, as its report states it: the source, the tokens it used, and
     whether that text is disjoint from the default evaluation text (:func:`shared_ngrams`), measured rather
     than assumed, so that a user's own ``source`` is checked the same way as the packaged one."""
-    shared, total = shared_ngrams(source, evaluation_text())
+    shared, total = shared_ngrams(source, evaluation_text(), split=split, text_field=text_field)
     return {
         "source": source,
         "tokens": tokens,

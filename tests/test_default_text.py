@@ -5,6 +5,7 @@ corpus (calibration and training), which shares no 13-gram with it."""
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import pytest
@@ -81,3 +82,12 @@ def test_a_folder_source_reads_its_text_files_and_not_their_readme_or_licence(tm
     (folder / "README.md").write_text("About this corpus.")
     (folder / "LICENSE-CC-BY-4.0.txt").write_text("Legal code.")
     assert data.load_texts(str(folder)) == ["Chapter one."]
+
+
+def test_a_json_source_is_checked_against_the_evaluation_text_through_its_text_field(tmp_path, monkeypatch):
+    monkeypatch.setenv("PRUNEKIT_CACHE", str(tmp_path / "cache"))
+    quoted = next(line for line in packaged().read_text().splitlines() if len(line.split()) > 40)  # a WikiText line
+    path = tmp_path / "train.jsonl"
+    path.write_text(json.dumps({"body": quoted}) + "\n" + json.dumps({"body": "Fresh words of my own."}) + "\n")
+    stated = data.describe(str(path), 64, text_field="body")
+    assert stated["disjoint_from_evaluation"] is False and not stated["evaluation_overlap"].startswith("0 of")

@@ -114,7 +114,7 @@ def score_importance(request: ScoreRequest) -> list[Importance]:
             report={
                 "criterion": "block influence: 1 - cos(layer input, layer output), mean over tokens",
                 "block_influence": [round(score, 6) for score in influence.tolist()],
-                "data": describe(options.data, windows.numel()),
+                "data": describe(options.data, windows.numel(), text_field=options.text_field),
                 "samples": options.samples,
                 "length": options.length,
             },

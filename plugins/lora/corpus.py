@@ -31,6 +31,8 @@ class Corpus:
     source: str
     train: torch.Tensor
     held_out: torch.Tensor
+    split: str
+    text_field: str
 
     def datasets(self) -> tuple[Dataset, Dataset]:
         """Both parts as ``datasets`` tables of ``input_ids`` and ``labels`` (the same ids: the
@@ -48,7 +50,7 @@ class Corpus:
         ``train_tokens`` all the text it could read."""
         length = self.train.shape[1]
         return {
-            **data.describe(self.source, trained),
+            **data.describe(self.source, trained, split=self.split, text_field=self.text_field),
             "sequence_length": length,
             "train_sequences": len(self.train),
             "held_out_sequences": len(self.held_out),
@@ -69,4 +71,4 @@ def load(tokenizer: PreTrainedTokenizerBase | None, source: str, *, length: int,
             f"lora: {source} gives {len(sequences)} sequences of {length} tokens, not enough to hold out "
             f"{held_out} (eval_sequences) and train on the rest; give more text or shorter sequences"
         )
-    return Corpus(source, sequences[:-held_out], sequences[-held_out:])
+    return Corpus(source, sequences[:-held_out], sequences[-held_out:], split, text_field)
