@@ -47,8 +47,8 @@ test-fast: setup
 
 # The recommended pipeline, the best of bench/quality.py (docs/benchmarks.md): Wanda-style
 # activation scores, a least-squares refit of each sliced layer, then LoRA, on a budget that fits
-# 5 minutes on 2 cores (half the refit samples, 20 LoRA steps: perplexity 33.66 in 4m24s; the
-# defaults give 31.25 in 6m09s, see the README).
+# about 5 minutes on 2 cores (half the refit samples, 20 LoRA steps: perplexity 46.87 in 5m18s; the
+# defaults give 45.66, see the README), calibrating and training on the packaged OpenStax text.
 demo: setup
 	$(BIN)/core run --model smollm2-135m --plugins activation,refit,lora --ratio 0.3 -o refit.count=32 -o lora.steps=20 -o lora.eval_every=10
 
