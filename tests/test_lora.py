@@ -193,6 +193,7 @@ def test_run_trains_merges_and_saves_a_stock_checkpoint_without_lora(tmp_path, t
     disjoint = "disjoint from" if recovery["data"]["disjoint_from_evaluation"] else "NOT disjoint from"
     assert (f"- lora recovery, data: {text_file}[:80%], {recovery['data']['tokens']:,} tokens; {disjoint} the "
             "evaluation text (") in markdown.split("## Text read")[1]
+    assert f"- lora recovery, data: {text_file}[:80%]" in (saved / "README.md").read_text()  # the model card too
     assert "(recovery.png)" in markdown and (tmp_path / "run" / "recovery.png").stat().st_size > 0
     reloaded = AutoModelForCausalLM.from_pretrained(saved)
     assert type(reloaded).__name__ == "LlamaForCausalLM"

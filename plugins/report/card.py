@@ -114,6 +114,7 @@ def _settings_lines(report: Report) -> list[str]:
         scalars = {k: v for k, v in (section or {}).items() if isinstance(v, (str, int, float, bool))}
         if scalars:
             lines.append(f"- {dimension} pruning: {markdown.compact(scalars)}")
+    lines += [line for line in markdown.text_lines(report) if line.startswith("- ")]  # what it calibrated, trained on
     if config.tasks:
         lines.append(f"- zero-shot tasks: {', '.join(config.tasks)}" + (f" ({config.limit} examples each)" if config.limit else ""))
     lines.append(f"- seed {config.seed}, dtype {config.dtype}, device {config.device}")
