@@ -51,7 +51,10 @@ def test_ctrl_c_during_recovery_says_what_was_kept_and_the_rerun_resumes(tmp_pat
             "--output", str(out), "-o", "lora.sequence_length=32", "-o", "lora.eval_every=10", "-o", "lora.steps=100",
             "-o", "perplexity.windows=1", "-o", "perplexity.length=64", "-o", "latency.repeats=1"]
     env = {**os.environ, "PRUNEKIT_NO_PROGRESS": "1"}
-    process = subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # A shell without job control starts background jobs with SIGINT ignored, and children inherit that (Python
+    # then installs no KeyboardInterrupt handler): the child gets the default disposition whatever ran pytest.
+    process = subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     trainer = out / "checkpoints" / "lora" / "trainer"
     deadline = time.time() + 300
     while time.time() < deadline and process.poll() is None and not list(trainer.glob("checkpoint-*/trainer_state.json")):
