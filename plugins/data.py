@@ -289,18 +289,21 @@ def describe(source: str, tokens: int, *, split: str = "train", text_field: str 
     }
 
 
+def window_starts(tokens: int, length: int, count: int | None = None, stride: int | None = None) -> list[int]:
+    """Where consecutive windows of ``length`` tokens start in a text of ``tokens`` tokens, every ``stride`` tokens
+    (default: no overlap), the first ``count`` of them; a text shorter than one window is a usage error."""
+    starts = list(range(0, tokens - length + 1, stride or length))[:count]
+    if not starts:
+        raise UsageError(f"the text has {tokens} tokens, fewer than one window of {length}")
+    return starts
+
+
 def windows(stream: torch.Tensor, length: int, count: int | None = None, stride: int | None = None) -> torch.Tensor:
-    """Consecutive ``[n, length]`` windows starting every ``stride`` tokens (default: no overlap). A stream with
-    columns (``[N, k]``: ids beside :func:`token_units`) gives ``[n, length, k]``, rows cut alike."""
+    """The ``[n, length]`` windows :func:`window_starts` places. A stream with columns (``[N, k]``: ids beside
+    :func:`token_units`) gives ``[n, length, k]``, rows cut alike."""
     import torch
 
-    stride = stride or length
-    starts = range(0, len(stream) - length + 1, stride)
-    if count is not None:
-        starts = starts[:count]
-    if len(starts) == 0:
-        raise UsageError(f"the text has {len(stream)} tokens, fewer than one window of {length}")
-    return torch.stack([stream[s : s + length] for s in starts])
+    return torch.stack([stream[s : s + length] for s in window_starts(len(stream), length, count, stride)])
 
 
 def sample_windows(stream: torch.Tensor, length: int, count: int, seed: int) -> torch.Tensor:

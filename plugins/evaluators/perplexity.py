@@ -36,7 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from prunekit import hookimpl
 from prunekit.plugins.data import (EVALUATION_HALF, EVALUATION_TEXT, evaluation_text, sample_windows, token_stream,
-                                   token_units)
+                                   token_units, window_starts)
 from prunekit.errors import UsageError
 from prunekit.payloads import EvalRequest, Metrics
 from prunekit.progress import track
@@ -139,13 +139,12 @@ def window_stride(length: int, stride: int | None) -> int:
     return stride or length
 
 
-def window_starts(tokens: int, length: int, stride: int, count: int | None) -> tuple[list[int], list[int]]:
-    """Where each window starts, and how many of its first tokens an earlier window already scored. ``count`` windows
-    from the start; ``None``, the whole text: a last window ending at the text's end scores the tail a whole
-    window would not reach, with the tokens before it as context, so every token is scored once."""
-    starts = list(range(0, tokens - length + 1, stride))[:count]
-    if not starts:
-        raise UsageError(f"the text has {tokens} tokens, fewer than one window of {length}")
+def scored_windows(tokens: int, length: int, stride: int, count: int | None) -> tuple[list[int], list[int]]:
+    """Where each window starts (:func:`~prunekit.plugins.data.window_starts`), and how many of its first tokens an
+    earlier window already scored. ``count`` windows from the start; ``None``, the whole text: a last window ending
+    at the text's end scores the tail a whole window would not reach, with the tokens before it as context, so every
+    token is scored once."""
+    starts = window_starts(tokens, length, count, stride)
     skips = [0] + [length - stride] * (len(starts) - 1)
     reached = starts[-1] + length
     if count is None and reached < tokens:
@@ -179,7 +178,7 @@ def measure(
     import torch
 
     stride = window_stride(length, stride)
-    starts, skips = window_starts(len(stream), length, stride, windows_count)
+    starts, skips = scored_windows(len(stream), length, stride, windows_count)
     device = execution_device(model)
     total, scored, scored_bytes, scored_words = 0.0, 0, 0, 0
     with torch.inference_mode():
