@@ -40,6 +40,7 @@ import copy
 import json
 import os
 import platform
+import re
 import statistics
 import tempfile
 import time
@@ -52,7 +53,7 @@ import torch  # noqa: E402
 from transformers import AutoModelForCausalLM  # noqa: E402
 
 from prunekit import files, pipeline  # noqa: E402
-from prunekit.config import RunConfig  # noqa: E402
+from prunekit.config import RunConfig, parse_option  # noqa: E402
 from prunekit.chance import above_chance_retention, average_stderr  # noqa: E402
 from prunekit.plugins.data import shared_data_dir, token_stream, token_units, training_text  # noqa: E402
 from prunekit.manager import get_plugins  # noqa: E402
@@ -76,16 +77,35 @@ at the row's ratio, where ``prunenet`` trains once (at the first ratio it runs) 
 at every ratio."""
 DEFAULT_PRUNERS = ("random", "prunenet", "magnitude", "activation", "slicegpt")
 RANDOMIZED = ("random", "prunenet", "prunenet-each")
-RECOVERIES = {"none": [], "refit": ["refit"], "lora": ["lora"], "refit+lora": ["refit", "lora"]}
-TRAINED = ("lora",)
-"""The recovery plugins that train on text, so need a control."""
+RECOVERIES = ("none", "refit", "lora", "refit+lora")
+"""The default recovery chains: ``+`` between steps, each step a recovery plugin with any options in brackets,
+``;`` between them (``refit+distill[tokens=30720;learning_rate=3e-4]``)."""
+RECOVERY_PLUGINS = ("refit", "lora", "distill")
+TRAINED = ("lora", "distill")
+"""The recovery plugins that train on text, so need a control (``distill``'s is a check: the uncompressed model
+distilled from itself stays as it was)."""
 RATIOS = (0.3, 0.5)
+STEP = re.compile(r"^(\w+)(?:\[([^\]]*)\])?$")
+
+
+def steps(recovery: str) -> list[str]:
+    """The steps of a recovery chain, options included; ``none`` has none."""
+    return [] if recovery == "none" else recovery.split("+")
+
+
+def step_options(step: str) -> tuple[str, dict]:
+    """``distill[tokens=30720;lora=true]`` as ``("distill", {"tokens": 30720, "lora": True})``."""
+    match = STEP.match(step)
+    if match is None or match[1] not in RECOVERY_PLUGINS:
+        raise SystemExit(f"unknown recovery step {step!r}: one of {', '.join(RECOVERY_PLUGINS)}, options in brackets")
+    options = [parse_option(f"{match[1]}.{item}") for item in (match[2] or "").split(";") if item]
+    return match[1], {field: value for _, field, value in options}
 
 
 def control(recovery: str) -> str | None:
     """The recovery the uncompressed model goes through as the control of ``recovery``: its text-trained steps
     (``refit`` leaves an unsliced model as it is), or ``None`` where nothing trains on text."""
-    trained = [step for step in RECOVERIES[recovery] if step in TRAINED]
+    trained = [step for step in steps(recovery) if step_options(step)[0] in TRAINED]
     return "+".join(trained) or None
 
 
@@ -161,15 +181,18 @@ def compress(base, tokenizer, pruner: str, ffn_ratio: float, seed: int, uncompre
     return model, architecture, facts
 
 
-def recover(model, tokenizer, architecture, uncompressed, chain: list[str], seed: int, work: Path):
-    """``model`` (changed in place or replaced) after the recovery ``chain``, and its steps."""
+def recover(model, tokenizer, architecture, uncompressed, chain: list[str], seed: int, work: Path, source: str):
+    """``model`` (changed in place or replaced) after the recovery ``chain`` (steps with their options), and its
+    steps; ``source`` is the ``--model`` the uncompressed model was loaded from (``distill``'s teacher)."""
     plugins = get_plugins()
-    hooks = plugins.hooks(chain)
+    names = [step_options(step)[0] for step in chain]
+    hooks = plugins.hooks(names)
+    options = dict(step_options(step) for step in chain)
     config = plugins.resolve_options(pipeline.with_evaluator_options(
-        RunConfig(model="bench", plugins=chain, seed=seed), hooks.evaluators()))
+        RunConfig(model=source, plugins=names, seed=seed, options=options), hooks.evaluators()))
     request = RecoverRequest(model, tokenizer, architecture, config, work_dir=work / "checkpoints", output_dir=work,
                              uncompressed=uncompressed)
-    model, steps = pipeline.recover(hooks, chain, request)
+    model, steps = pipeline.recover(hooks, names, request)
     return model, [step.model_dump(mode="json", exclude={"report"}) | {"report": summary(step.report)}
                    for step in steps]
 
@@ -178,7 +201,7 @@ def summary(report: dict | None) -> dict | None:
     """A step's report without its per-layer and per-step detail, which the table does not use."""
     if report is None:
         return None
-    return {key: value for key, value in report.items() if key not in ("per_layer", "train_loss", "eval_loss")}
+    return {key: value for key, value in report.items() if key not in ("per_layer", "train_loss")}
 
 
 def measure(model, tokenizer, text: tuple, tasks: list[str], limit: int) -> dict:
@@ -274,8 +297,8 @@ def table(results: dict) -> str:
     for row in results["rows"]:
         groups.setdefault((row["ratio"], row["pruner"], row["recovery"]), []).append(row)
     order = {key: index for index, key in enumerate([*PRUNERS, *RECOVERIES])}
-    for (ratio, pruner, recovery), members in sorted(groups.items(),
-                                                     key=lambda g: (g[0][0], order[g[0][1]], order[g[0][2]])):
+    for (ratio, pruner, recovery), members in sorted(
+            groups.items(), key=lambda g: (g[0][0], order[g[0][1]], order.get(g[0][2], len(order)), g[0][2])):
         ppl = [m["perplexity"] for m in members]
         reference = controls.get(control(recovery) or "")
         against = "" if reference is None or pruner == "dense" else f"{statistics.median(ppl) / reference['perplexity']:.2f}"
@@ -337,7 +360,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=[0, 1, 2],
                         help="seeds of the randomized pruners (the others, and the controls, run at the first)")
     parser.add_argument("--recoveries", type=lambda s: s.split(","), default=list(RECOVERIES),
-                        help=f"recovery chains, of {', '.join(RECOVERIES)}")
+                        help=f"recovery chains (default {','.join(RECOVERIES)}): steps of {', '.join(RECOVERY_PLUGINS)} "
+                        "joined by +, each with any options in brackets, e.g. refit+distill[tokens=30720]")
     parser.add_argument("--limit", type=int, default=300, help="examples per zero-shot task on the --full rows")
     parser.add_argument("--full", type=selection, action="append", default=[], metavar="PIPELINE@RATIO",
                         help="a row (every seed of it) that also gets the whole evaluation half and zero-shot, e.g. "
@@ -346,9 +370,12 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=None,
                         help="JSON file (default bench/results/quality-<model>.json)")
     args = parser.parse_args()
-    unknown = sorted(set(args.recoveries) - set(RECOVERIES)) + sorted(set(args.pruners) - set(PRUNERS))
+    unknown = sorted(set(args.pruners) - set(PRUNERS))
     if unknown:
-        raise SystemExit(f"unknown pruner or recovery: {', '.join(unknown)}")
+        raise SystemExit(f"unknown pruner: {', '.join(unknown)}")
+    for recovery in args.recoveries:
+        for step in steps(recovery):
+            step_options(step)
     if args.threads:
         torch.set_num_threads(args.threads)
     output = args.output or Path(f"bench/results/quality-{args.model}.json")
@@ -392,13 +419,13 @@ def main() -> None:
             recovered: dict[tuple[str, ...], tuple] = {(): (sliced, [])}  # refit+lora continues refit's model
             for row in rows:
                 limit = args.limit if full(row, args.full) else 0
-                chain = tuple(RECOVERIES[row["recovery"]])
+                chain = tuple(steps(row["recovery"]))
                 done_part = max((part for part in recovered if chain[:len(part)] == part), key=len)
                 model, steps = recovered[done_part]
                 if chain != done_part:
                     with tempfile.TemporaryDirectory(prefix="prunekit-bench-") as work:
                         model, more = recover(copy.deepcopy(model), tokenizer, architecture, uncompressed,
-                                              list(chain[len(done_part):]), seed, Path(work))
+                                              list(chain[len(done_part):]), seed, Path(work), args.model)
                     steps = steps + more
                     recovered[chain] = (model, steps)
                 quality = measure(model, tokenizer, text, tasks, limit)

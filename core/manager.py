@@ -57,6 +57,7 @@ DEFAULT_PLUGINS: dict[str, str] = {
     "slicegpt": "prunekit.plugins.slicegpt",
     "refit": "prunekit.plugins.refit",
     "lora": "prunekit.plugins.lora",
+    "distill": "prunekit.plugins.distill",
     "search": "prunekit.plugins.search",
     "bandit": "prunekit.plugins.bandit",
     "optuna": "prunekit.plugins.optuna_search",

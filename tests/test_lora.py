@@ -22,7 +22,7 @@ from prunekit.errors import UsageError
 from prunekit.manager import get_plugins
 from prunekit.payloads import Metrics, RecoverRequest
 from prunekit.plugins.data import training_text
-from prunekit.plugins.lora import adapters, corpus, store, training
+from prunekit.plugins.training import adapters, checkpoints, corpus, trainer
 from prunekit.plugins.lora.options import LoraOptions, resolve
 from prunekit.plugins.models.tiny import FAMILIES, tiny_model, tokenizer
 
@@ -83,7 +83,7 @@ def settings_for(family: str, **options):
 
 
 def adapted_names(model, family: str) -> set[str]:
-    config = adapters.lora_config(model, settings_for(family))
+    config = adapters.lora_config(model, settings_for(family).adapter)
     return set(adapters.matching_modules(model, config))
 
 
@@ -92,7 +92,7 @@ def test_opt_gets_attention_and_fc_projections_of_every_layer(tiny_model):
     expected = {f"model.decoder.layers.{i}.{m}" for i in range(2) for m in
                 ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.out_proj", "fc1", "fc2")}
     assert adapted_names(model, "opt") == expected
-    assert adapters.lora_config(model, settings_for("opt")).fan_in_fan_out is False
+    assert adapters.lora_config(model, settings_for("opt").adapter).fan_in_fan_out is False
 
 
 def test_gpt2_gets_its_conv1d_projections_with_fan_in_fan_out(tiny_model):
@@ -101,7 +101,7 @@ def test_gpt2_gets_its_conv1d_projections_with_fan_in_fan_out(tiny_model):
                 ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")}
     assert adapted_names(model, "gpt2") == expected
     assert all(isinstance(model.get_submodule(name), Conv1D) for name in expected)
-    assert adapters.lora_config(model, settings_for("gpt2")).fan_in_fan_out is True
+    assert adapters.lora_config(model, settings_for("gpt2").adapter).fan_in_fan_out is True
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -127,7 +127,7 @@ def test_merged_model_computes_what_the_adapted_model_computes(tiny_model, famil
     with torch.no_grad():
         base = model(input_ids=ids).logits
     settings = settings_for(family, rank=4, alpha=8)
-    adapted = adapters.attach(model, adapters.lora_config(model, settings), seed=0)
+    adapted = adapters.attach(model, adapters.lora_config(model, settings.adapter), seed=0)
     generator = torch.Generator().manual_seed(2)
     with torch.no_grad():  # peft starts B at zero; a trained adapter has B != 0
         for name, param in adapted.named_parameters():
@@ -149,7 +149,8 @@ def test_merged_model_computes_what_the_adapted_model_computes(tiny_model, famil
 
 
 def test_held_out_sequences_are_the_tail_and_never_trained_on(text_file):
-    text = corpus.load(tokenizer(), str(text_file), length=64, held_out=4, split="train", text_field="text")
+    text = corpus.load(tokenizer(), str(text_file), length=64, held_out=4, split="train", text_field="text",
+                       plugin="lora")
     stream = tokenizer()(text_file.read_text(), add_special_tokens=False, return_tensors="pt")["input_ids"][0]
     whole = stream[: (len(stream) // 64) * 64].reshape(-1, 64)
     assert torch.equal(torch.cat([text.train, text.held_out]), whole)
@@ -226,7 +227,7 @@ def test_an_interrupted_training_leaves_no_output_and_resumes_to_the_same_model(
             raise Interrupt
 
     with monkeypatch.context() as patch:
-        patch.setattr(training.LossProgress, "on_save", interrupt_after_step_2, raising=False)
+        patch.setattr(trainer.LossProgress, "on_save", interrupt_after_step_2, raising=False)
         with pytest.raises(Interrupt):
             pipeline.run(config_for(tmp_path, text_file, loss_plugin, "resumed"), prunekit_plugins)
     directory = tmp_path / "resumed"
@@ -252,7 +253,7 @@ def test_checkpoints_of_another_training_are_not_resumed(tmp_path, text_file, lo
         raise Interrupt
 
     with monkeypatch.context() as patch:
-        patch.setattr(training.LossProgress, "on_save", interrupt, raising=False)
+        patch.setattr(trainer.LossProgress, "on_save", interrupt, raising=False)
         with pytest.raises(Interrupt):
             pipeline.run(config_for(tmp_path, text_file, loss_plugin, "mixed"), prunekit_plugins)
     args = ["run", "--model", "tiny-llama", "--plugins", f"random,lora,{loss_plugin}", "--ratio", "0.5",
@@ -266,9 +267,9 @@ def test_checkpoints_of_another_training_are_not_resumed(tmp_path, text_file, lo
 
 def test_a_store_refuses_checkpoints_of_another_training(tmp_path):
     """The training's own guard, for a sliced model that differs under the same command."""
-    store.Store(tmp_path / "checkpoints", tmp_path / "adapter", {"model": "a", "rank": 4}).claim()
+    checkpoints.Store(tmp_path / "checkpoints", "lora", {"model": "a", "rank": 4}).claim()
     with pytest.raises(UsageError, match=r"checkpoints of another training \(different model\)"):
-        store.Store(tmp_path / "checkpoints", tmp_path / "adapter", {"model": "b", "rank": 4}).claim()
+        checkpoints.Store(tmp_path / "checkpoints", "lora", {"model": "b", "rank": 4}).claim()
 
 
 def test_a_finished_adapter_is_merged_again_instead_of_retrained(tmp_path, text_file, loss_plugin, prunekit_plugins):

@@ -1,14 +1,15 @@
 """``lora``: recover a sliced model's quality by LoRA fine-tuning with peft, then merge the adapters.
 
 The recipe of SliceGPT and PruneNet (algorithms.md §4): adapters on every linear layer of the
-decoder (:mod:`.adapters`), trained with transformers' ``Trainer`` on text disjoint from the
-evaluation text (:mod:`.corpus`, :mod:`.training`), early stopping on a held-out loss, and the
-best adapter merged into the weights so the saved checkpoint is plain and stock. Settings and
-their CPU / CUDA defaults are in :mod:`.options`.
+decoder (:mod:`prunekit.plugins.training.adapters`), trained with transformers' ``Trainer`` on text
+disjoint from the evaluation text (:mod:`~prunekit.plugins.training.corpus`,
+:mod:`~prunekit.plugins.training.trainer`), early stopping on a held-out loss, and the best adapter
+merged into the weights so the saved checkpoint is plain and stock. Settings and their CPU / CUDA
+defaults are in :mod:`.options`.
 
 An interrupted training resumes: checkpoints live under the run's ``checkpoints/lora/`` and a
 rerun with the same ``--output`` and settings continues from the last complete one
-(:mod:`.store`); once the pipeline has kept the merged model, it removes them
+(:mod:`~prunekit.plugins.training.checkpoints`); once the pipeline has kept the merged model, it removes them
 (:mod:`prunekit.rundir`). The heavy libraries are imported when recovery runs, not when plugins load.
 """
 
@@ -34,7 +35,8 @@ def plugin_options() -> type[BaseModel]:
 def recover(request: RecoverRequest) -> Recovery:
     from prunekit.models import fingerprint
     from prunekit.plugins import data
-    from prunekit.plugins.lora import adapters, corpus, options, store, training
+    from prunekit.plugins.lora import options
+    from prunekit.plugins.training import adapters, checkpoints, corpus, trainer
 
     start = time.perf_counter()
     chosen = LoraOptions.model_validate(request.options(NAME))
@@ -45,12 +47,12 @@ def recover(request: RecoverRequest) -> Recovery:
     )
     text = corpus.load(request.tokenizer, chosen.data or data.training_text(), length=length,
                        held_out=options.eval_sequences(chosen, on_gpu=on_gpu), split=chosen.split,
-                       text_field=chosen.text_field)
+                       text_field=chosen.text_field, plugin=NAME)
     settings = options.resolve(chosen, on_gpu=on_gpu, length=length, targets=request.architecture.lora_targets,
                                source=text.source, train_sequences=len(text.train), run_seed=request.config.seed)
-    config = adapters.lora_config(model, settings)
-    files = store.Store(request.work_dir, request.output_dir / "adapter",
-                        {"model": fingerprint(model), **settings.identity()})
+    config = adapters.lora_config(model, settings.adapter)
+    files = checkpoints.Store(request.work_dir, NAME, {"model": fingerprint(model), **settings.identity()},
+                              adapter_dir=request.output_dir / "adapter")
     files.claim()
 
     finished = files.finished()
@@ -60,8 +62,8 @@ def recover(request: RecoverRequest) -> Recovery:
     else:
         adapted = adapters.attach(model, config, settings.seed)
         train_set, eval_set = text.datasets()
-        outcome = training.train(adapted, settings, train_set, eval_set, files.trainer_dir,
-                                 resume_from=files.last_checkpoint())
+        outcome = trainer.train(adapted, settings, train_set, eval_set, files.trainer_dir,
+                                resume_from=files.last_checkpoint(), title="LoRA recovery")
         trainable = sum(p.numel() for p in adapted.parameters() if p.requires_grad)
         report = {
             "method": "LoRA (peft), merged into the weights",

@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from prunekit.plugins import data
 from prunekit.errors import UsageError
+from prunekit.plugins import data
+
+if TYPE_CHECKING:
+    from prunekit.plugins.training.adapters import Adapter
 
 GPU_LENGTH, CPU_LENGTH = 1024, 256
 GPU_LEARNING_RATE, CPU_LEARNING_RATE = 2e-4, 1e-3
@@ -114,6 +117,12 @@ class Settings:
     text_field: str
     split: str
     seed: int
+
+    @property
+    def adapter(self) -> Adapter:
+        from prunekit.plugins.training.adapters import Adapter  # peft: imported when recovery runs
+
+        return Adapter(self.rank, self.alpha, self.dropout, self.target_modules)
 
     def identity(self) -> dict[str, Any]:
         """Everything a checkpoint depends on: a resumed run must match it exactly."""

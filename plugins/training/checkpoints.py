@@ -1,19 +1,19 @@
 """What recovery keeps on disk so that an interrupted run resumes instead of starting over.
 
-Training state lives under the run's ``checkpoints/lora/``:
+Training state lives under the run's ``checkpoints/<plugin>/``:
 
 - ``manifest.json``: the identity of the training (fingerprint of the sliced model and every
   setting that shapes the result). A rerun into the same directory resumes only if it matches;
   otherwise the checkpoints belong to another training and the run stops with an error rather
   than mix the two.
-- ``trainer/checkpoint-N/``: ``Trainer``'s checkpoints (adapter, optimizer, scheduler, RNG and
+- ``trainer/checkpoint-N/``: ``Trainer``'s checkpoints (adapter or weights, optimizer, scheduler, RNG and
   trainer state), one per evaluation. ``Trainer`` writes ``trainer_state.json`` last, so a
   checkpoint without it was cut off mid-write and is discarded.
 
-They stay after training: the pipeline removes ``checkpoints/`` once it has kept the merged model
+They stay after training: the pipeline removes ``checkpoints/`` once it has kept the recovered model
 (:mod:`prunekit.rundir`), so that a kill between the two loses no training.
 
-With ``save_adapter`` the finished adapter goes to the run's ``adapter/`` in peft's format with
+With ``lora``'s ``save_adapter`` the finished adapter goes to the run's ``adapter/`` in peft's format with
 ``recovery.json`` (the report), written under a temporary name and renamed into place; a rerun
 that finds it merges it without training.
 """
@@ -42,10 +42,11 @@ def _write_json(path: Path, content: dict[str, Any]) -> None:
 
 
 class Store:
-    """The recovery files of one run directory, for one training identity."""
+    """The recovery files of one plugin (``name``) in one run directory, for one training identity; ``adapter_dir``
+    where a finished adapter is kept (``None``: the plugin keeps none)."""
 
-    def __init__(self, work_dir: Path, adapter_dir: Path, identity: dict[str, Any]) -> None:
-        self.root = work_dir / "lora"
+    def __init__(self, work_dir: Path, name: str, identity: dict[str, Any], adapter_dir: Path | None = None) -> None:
+        self.root = work_dir / name
         self.trainer_dir = self.root / "trainer"
         self.adapter_dir = adapter_dir
         self.identity = json.loads(json.dumps(identity))  # as it reads back from JSON
@@ -80,13 +81,13 @@ class Store:
 
     def finished(self) -> dict[str, Any] | None:
         """The report of a finished training whose adapter is in :attr:`adapter_dir`, if any."""
-        report = self.adapter_dir / REPORT_FILE
-        return json.loads(report.read_text()) if report.is_file() else None
+        report = None if self.adapter_dir is None else self.adapter_dir / REPORT_FILE
+        return json.loads(report.read_text()) if report is not None and report.is_file() else None
 
     def finish(self, model: PeftModel, report: dict[str, Any], keep_adapter: bool) -> None:
         """Keep the trained adapter, if asked: the trainer checkpoints stay until the pipeline has
         kept the merged model."""
-        if keep_adapter:
+        if keep_adapter and self.adapter_dir is not None:
             with files.staged(self.adapter_dir) as staging:
                 model.save_pretrained(staging)
                 _write_json(staging / REPORT_FILE, report)

@@ -1,4 +1,4 @@
-"""The text recovery trains on, cut into fixed-length sequences, and the held-out part of it.
+"""The text a recovery trains on, cut into fixed-length sequences, and the held-out part of it.
 
 Text comes through :mod:`prunekit.plugins.data`, the same pipeline calibration uses. The default is the
 OpenStax excerpt shipped with prunekit (:func:`prunekit.plugins.data.training_text`), never the
@@ -7,7 +7,7 @@ few steps, and that adaptation would pass for recovered quality (docs/benchmarks
 
 The held-out sequences are the *last* ones of the source, not a random sample: consecutive
 windows of one article share vocabulary and topic, so holding out a contiguous tail keeps the
-eval loss honest about text the adapter has not seen.
+eval loss honest about text the training has not seen.
 """
 
 from __future__ import annotations
@@ -60,15 +60,16 @@ class Corpus:
 
 
 def load(tokenizer: PreTrainedTokenizerBase | None, source: str, *, length: int, held_out: int,
-         split: str, text_field: str) -> Corpus:
-    """Non-overlapping ``length``-token sequences of ``source``; the last ``held_out`` are held out."""
+         split: str, text_field: str, plugin: str) -> Corpus:
+    """Non-overlapping ``length``-token sequences of ``source``; the last ``held_out`` are held out. ``plugin`` names
+    the recovery in errors."""
     if tokenizer is None:
-        raise UsageError("lora trains on text and needs the model's tokenizer, and this model has none")
+        raise UsageError(f"{plugin} trains on text and needs the model's tokenizer, and this model has none")
     stream = data.token_stream(tokenizer, source, split=split, text_field=text_field)
     sequences = data.windows(stream, length)
     if len(sequences) <= held_out:
         raise UsageError(
-            f"lora: {source} gives {len(sequences)} sequences of {length} tokens, not enough to hold out "
+            f"{plugin}: {source} gives {len(sequences)} sequences of {length} tokens, not enough to hold out "
             f"{held_out} (eval_sequences) and train on the rest; give more text or shorter sequences"
         )
     return Corpus(source, sequences[:-held_out], sequences[-held_out:], split, text_field)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from peft import LoraConfig, PeftModel, get_peft_model
@@ -26,7 +27,15 @@ if TYPE_CHECKING:
 
     from transformers import PreTrainedModel
 
-    from prunekit.plugins.lora.options import Settings
+
+@dataclass(frozen=True)
+class Adapter:
+    """What an adapter is made of (``lora``'s settings, or lora's defaults for ``distill`` with ``lora=true``)."""
+
+    rank: int
+    alpha: float
+    dropout: float
+    target_modules: tuple[str, ...]
 
 
 def matching_modules(model: PreTrainedModel, config: LoraConfig) -> list[str]:
@@ -34,7 +43,7 @@ def matching_modules(model: PreTrainedModel, config: LoraConfig) -> list[str]:
     return [name for name, _ in model.named_modules() if name and check_target_module_exists(config, name)]
 
 
-def lora_config(model: PreTrainedModel, settings: Settings) -> LoraConfig:
+def lora_config(model: PreTrainedModel, settings: Adapter) -> LoraConfig:
     """peft's config for ``settings``; target names that match no module are bad input."""
     config = LoraConfig(
         r=settings.rank,
