@@ -172,6 +172,25 @@ def test_with_lora_only_adapters_train_and_are_merged_and_top_k_and_ce_weight_ar
         assert not [key for key in weights.keys() if "lora" in key]
 
 
+def test_a_teacher_offloaded_to_disk_teaches_the_same_model(tmp_path, text_file):
+    """accelerate places the teacher within 30 kB of CPU memory and reads the rest from its checkpoint for every
+    forward pass: slower, and the distilled model is the same."""
+    saved = tmp_path / "tiny"
+    loaded = load_model("tiny-llama")
+    loaded.model.save_pretrained(saved)
+    loaded.tokenizer.save_pretrained(saved)
+    weights = {}
+    for name, extra in (("plain", []), ("offloaded", ["-o", f"distill.teacher_offload={tmp_path / 'offload'}",
+                                                       "-o", "distill.teacher_memory=30KB"])):
+        args = arguments(tmp_path, text_file, 0.5, name)
+        args[args.index("tiny-llama")] = str(saved)
+        result = runner.invoke(app, [*args, *extra])
+        assert result.exit_code == 0, result.output
+        weights[name] = saved_weights(tmp_path / name)
+    for key, tensor in weights["plain"].items():
+        assert weights["offloaded"][key].equal(tensor), key
+
+
 class Interrupt(Exception):
     """Stands in for Ctrl-C (KeyboardInterrupt would also stop pytest)."""
 

@@ -14,13 +14,14 @@ interrupted training resumes from the run's ``checkpoints/distill/`` like ``lora
 when both are named (``--plugins activation,refit,distill``).
 
 The teacher's memory: it is a second copy of the uncompressed model on the student's device (on
-a CPU both fit: SmolLM2-135M and Gemma 3 270M need 0.5 and 1.1 GB for it). docs/recovery.md
-gives the measured peaks.
+a CPU both fit); ``teacher_offload`` places it with accelerate instead, the rest of it on disk
+(``core eval --offload``'s placement). docs/recovery.md has the measurements.
 """
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 from pydantic import BaseModel
 
@@ -40,6 +41,7 @@ def plugin_options() -> type[BaseModel]:
 @hookimpl
 def recover(request: RecoverRequest) -> Recovery:
     from prunekit.models import fingerprint, load_model
+    from prunekit.plugins.commands.evaluate import offloaded
     from prunekit.plugins import data
     from prunekit.plugins.distill import options
     from prunekit.plugins.distill.trainer import DistillationTrainer
@@ -63,7 +65,10 @@ def recover(request: RecoverRequest) -> Recovery:
                                                        **settings.identity()})
     files.claim()
 
-    teacher = load_model(request.config.model, dtype=request.config.dtype, device=request.config.device).model
+    if chosen.teacher_offload is None:
+        teacher = load_model(request.config.model, dtype=request.config.dtype, device=request.config.device).model
+    else:
+        teacher = offloaded(request.config, Path(chosen.teacher_offload), chosen.teacher_memory).model
     if teacher.config.vocab_size != model.config.vocab_size:
         raise UsageError(f"distill: the teacher {request.config.model!r} has {teacher.config.vocab_size} tokens and "
                          f"the compressed model {model.config.vocab_size}; KL needs one vocabulary")

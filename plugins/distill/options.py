@@ -75,6 +75,12 @@ class DistillOptions(BaseModel):
     patience: int | None = Field(
         default=2, gt=0, description="Stop after this many evaluations without a lower eval loss; null disables."
     )
+    teacher_offload: str | None = Field(
+        default=None,
+        description="Place the teacher with accelerate (device_map=auto): the GPUs, then teacher_memory of CPU "
+        "memory, then this folder on disk, for a teacher that does not fit beside the student. Slow.",
+    )
+    teacher_memory: str = Field(default="2GiB", description="CPU memory for the teacher's weights with teacher_offload.")
     data: str | None = Field(
         default=None,
         description="Training text: a local .txt/.raw/.json/.jsonl file or folder, or a Hub dataset "

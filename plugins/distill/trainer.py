@@ -8,7 +8,7 @@ best checkpoint restored, accelerate's multi-GPU and FSDP launches) stays ``Trai
 the CPU time; offline forward KL on text windows is this one override.
 
 The teacher is prepared by accelerate for evaluation only (on each process's device, no optimizer,
-no gradient). During evaluation the KL and the text's cross-entropy are summed over the held-out
+no gradient), or left where accelerate's ``device_map`` placed it (``teacher_offload``). During evaluation the KL and the text's cross-entropy are summed over the held-out
 positions, reduced across processes, and logged beside ``eval_loss`` as ``eval_kl`` and
 ``eval_perplexity``, so the report has the held-out KL and perplexity curves.
 """
@@ -34,7 +34,9 @@ class DistillationTrainer(Trainer):
 
     def __init__(self, *args: Any, teacher: PreTrainedModel, distillation: Settings, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.teacher = self.accelerator.prepare_model(teacher.eval().requires_grad_(False), evaluation_mode=True)
+        placed = getattr(teacher, "hf_device_map", None) is not None  # teacher_offload: accelerate's hooks move it
+        self.teacher = self.accelerator.prepare_model(teacher.eval().requires_grad_(False), evaluation_mode=True,
+                                                      device_placement=not placed)
         self.settings = distillation
         self.held_out = torch.zeros(4, dtype=torch.float64)  # KL sum, positions, CE sum, predicted tokens
 
