@@ -41,8 +41,8 @@ def plugin_options() -> type[BaseModel]:
 @hookimpl
 def recover(request: RecoverRequest) -> Recovery:
     from prunekit.models import fingerprint, load_model
-    from prunekit.plugins.commands.evaluate import offloaded
     from prunekit.plugins import data
+    from prunekit.plugins.commands.evaluate import offloaded
     from prunekit.plugins.distill import options
     from prunekit.plugins.distill.trainer import DistillationTrainer
     from prunekit.plugins.lora.options import LoraOptions
