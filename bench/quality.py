@@ -88,7 +88,7 @@ RATIOS = (0.3, 0.5)
 STEP = re.compile(r"^(\w+)(?:\[([^\]]*)\])?$")
 
 
-def steps(recovery: str) -> list[str]:
+def recovery_steps(recovery: str) -> list[str]:
     """The steps of a recovery chain, options included; ``none`` has none."""
     return [] if recovery == "none" else recovery.split("+")
 
@@ -105,7 +105,7 @@ def step_options(step: str) -> tuple[str, dict]:
 def control(recovery: str) -> str | None:
     """The recovery the uncompressed model goes through as the control of ``recovery``: its text-trained steps
     (``refit`` leaves an unsliced model as it is), or ``None`` where nothing trains on text."""
-    trained = [step for step in steps(recovery) if step_options(step)[0] in TRAINED]
+    trained = [step for step in recovery_steps(recovery) if step_options(step)[0] in TRAINED]
     return "+".join(trained) or None
 
 
@@ -374,7 +374,7 @@ def main() -> None:
     if unknown:
         raise SystemExit(f"unknown pruner: {', '.join(unknown)}")
     for recovery in args.recoveries:
-        for step in steps(recovery):
+        for step in recovery_steps(recovery):
             step_options(step)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -419,7 +419,7 @@ def main() -> None:
             recovered: dict[tuple[str, ...], tuple] = {(): (sliced, [])}  # refit+lora continues refit's model
             for row in rows:
                 limit = args.limit if full(row, args.full) else 0
-                chain = tuple(steps(row["recovery"]))
+                chain = tuple(recovery_steps(row["recovery"]))
                 done_part = max((part for part in recovered if chain[:len(part)] == part), key=len)
                 model, steps = recovered[done_part]
                 if chain != done_part:
