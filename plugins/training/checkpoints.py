@@ -43,7 +43,7 @@ def _write_json(path: Path, content: dict[str, Any]) -> None:
 
 class Store:
     """The recovery files of one plugin (``name``) in one run directory, for one training identity; ``adapter_dir``
-    where a finished adapter is kept (``None``: the plugin keeps none)."""
+    where a finished adapter is kept, for a plugin that keeps one (``lora``; :meth:`finished`, :meth:`finish`)."""
 
     def __init__(self, work_dir: Path, name: str, identity: dict[str, Any], adapter_dir: Path | None = None) -> None:
         self.root = work_dir / name
@@ -80,14 +80,14 @@ class Store:
         return complete[-1] if complete else None
 
     def finished(self) -> dict[str, Any] | None:
-        """The report of a finished training whose adapter is in :attr:`adapter_dir`, if any."""
-        report = None if self.adapter_dir is None else self.adapter_dir / REPORT_FILE
-        return json.loads(report.read_text()) if report is not None and report.is_file() else None
+        """The report of a finished training whose adapter is in :attr:`adapter_dir` (given), if any."""
+        report = self.adapter_dir / REPORT_FILE
+        return json.loads(report.read_text()) if report.is_file() else None
 
     def finish(self, model: PeftModel, report: dict[str, Any], keep_adapter: bool) -> None:
         """Keep the trained adapter, if asked: the trainer checkpoints stay until the pipeline has
         kept the merged model."""
-        if keep_adapter and self.adapter_dir is not None:
+        if keep_adapter:
             with files.staged(self.adapter_dir) as staging:
                 model.save_pretrained(staging)
                 _write_json(staging / REPORT_FILE, report)
