@@ -22,6 +22,15 @@ SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
 pytest_plugins = ["pytester"]
 
 
+def assert_one_line_error(result, *fragments: str) -> None:
+    """A ``CliRunner`` result of bad input: exit code 2 and one line on stderr holding every fragment."""
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
 @pytest.fixture(autouse=True)
 def _quiet_progress(monkeypatch):
     monkeypatch.setenv("PRUNEKIT_NO_PROGRESS", "1")

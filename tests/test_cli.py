@@ -15,6 +15,8 @@ from prunekit import __version__, hookimpl
 from prunekit.cli import app
 from prunekit.payloads import Dimension, Importance, Metrics, Recovery
 
+from conftest import assert_one_line_error
+
 runner = CliRunner()
 
 
@@ -44,14 +46,6 @@ class Recorder:
 
 def invoke(*args: str):
     return runner.invoke(app, list(args))
-
-
-def assert_one_line_error(result, *fragments: str) -> None:
-    assert result.exit_code == 2, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0]
 
 
 def test_version():

@@ -26,6 +26,8 @@ from prunekit.plugins.evaluators import perplexity
 from prunekit.plugins.models.tiny import tokenizer
 from prunekit.plugins.training import trainer
 
+from conftest import assert_one_line_error
+
 runner = CliRunner()
 WORDS = ("model", "layer", "weight", "token", "teacher", "student", "slice", "prune", "train", "merge",
          "small", "dense", "quick", "the", "a", "of", "and", "is", "keeps", "loses")
@@ -221,14 +223,6 @@ def test_an_interrupted_distillation_resumes_to_the_same_model(tmp_path, text_fi
 
 
 # --- bad settings -------------------------------------------------------------------------------
-
-
-def assert_one_line_error(result, *fragments: str) -> None:
-    assert result.exit_code == 2, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 @pytest.mark.parametrize(

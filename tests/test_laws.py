@@ -20,6 +20,8 @@ from prunekit.plugins.laws.analysis import leave_one_ratio_out
 from prunekit.plugins.laws.points import point_from_report
 from prunekit.payloads import Metrics, Recovery
 
+from conftest import assert_one_line_error
+
 runner = CliRunner()
 
 RATIOS = (0.1, 0.3, 0.5, 0.7, 0.9)
@@ -37,14 +39,6 @@ def synthetic(truth, baselines, noise, seed, sizes=SIZES):
     rng = np.random.default_rng(seed)
     l0, r, d = (np.array(v, dtype=float).ravel() for v in np.meshgrid(baselines, RATIOS, sizes, indexing="ij"))
     return l0, r, d, law(l0, r, d, **truth) * np.exp(rng.normal(0, noise, l0.shape))
-
-
-def assert_one_line_error(result, *fragments):
-    assert result.exit_code == 2, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 # --- the fit ---------------------------------------------------------------------------------

@@ -26,6 +26,8 @@ from prunekit.plugins.training import adapters, checkpoints, corpus, trainer
 from prunekit.plugins.lora.options import LoraOptions, resolve
 from prunekit.plugins.models.tiny import FAMILIES, tiny_model, tokenizer
 
+from conftest import assert_one_line_error
+
 runner = CliRunner()
 WORDS = ("model", "layer", "weight", "token", "channel", "head", "slice", "prune", "train", "merge",
          "small", "dense", "quick", "the", "a", "of", "and", "is", "keeps", "loses")
@@ -291,14 +293,6 @@ def test_a_finished_adapter_is_merged_again_instead_of_retrained(tmp_path, text_
 
 
 # --- bad settings -------------------------------------------------------------------------------
-
-
-def assert_one_line_error(result, *fragments: str) -> None:
-    assert result.exit_code == 2, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 @pytest.mark.parametrize(

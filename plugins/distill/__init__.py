@@ -26,7 +26,6 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from prunekit import hookimpl
-from prunekit.errors import UsageError
 from prunekit.payloads import RecoverRequest, Recovery
 from prunekit.plugins.distill.options import DistillOptions
 
@@ -41,7 +40,6 @@ def plugin_options() -> type[BaseModel]:
 @hookimpl
 def recover(request: RecoverRequest) -> Recovery:
     from prunekit.models import fingerprint, load_model
-    from prunekit.plugins import data
     from prunekit.plugins.commands.evaluate import offloaded
     from prunekit.plugins.distill import options
     from prunekit.plugins.distill.trainer import DistillationTrainer
@@ -51,14 +49,8 @@ def recover(request: RecoverRequest) -> Recovery:
     start = time.perf_counter()
     chosen = DistillOptions.model_validate(request.options(NAME))
     model = request.model
-    on_gpu = next(model.parameters()).device.type == "cuda"
-    length = options.sequence_length(
-        chosen, on_gpu=on_gpu, max_positions=getattr(model.config, "max_position_embeddings", None)
-    )
-    text = corpus.load(request.tokenizer, chosen.data or data.training_text(), length=length,
-                       held_out=options.eval_sequences(chosen, on_gpu=on_gpu), split=chosen.split,
-                       text_field=chosen.text_field, plugin=NAME)
-    settings = options.resolve(chosen, on_gpu=on_gpu, length=length, source=text.source,
+    text, on_gpu = corpus.for_recovery(request, chosen, NAME)
+    settings = options.resolve(chosen, on_gpu=on_gpu, length=text.sequence_length, source=text.source,
                                train_sequences=len(text.train), vocabulary=model.config.vocab_size,
                                run_seed=request.config.seed)
     files = checkpoints.Store(request.work_dir, NAME, {"model": fingerprint(model), "teacher": request.config.model,
@@ -69,9 +61,6 @@ def recover(request: RecoverRequest) -> Recovery:
         teacher = load_model(request.config.model, dtype=request.config.dtype, device=request.config.device).model
     else:
         teacher = offloaded(request.config, Path(chosen.teacher_offload), chosen.teacher_memory).model
-    if teacher.config.vocab_size != model.config.vocab_size:
-        raise UsageError(f"distill: the teacher {request.config.model!r} has {teacher.config.vocab_size} tokens and "
-                         f"the compressed model {model.config.vocab_size}; KL needs one vocabulary")
     if settings.lora:
         shape = LoraOptions()  # lora's default adapter on the architecture's linear layers
         config = adapters.lora_config(model, adapters.Adapter(shape.rank, shape.alpha, shape.dropout,
@@ -81,9 +70,9 @@ def recover(request: RecoverRequest) -> Recovery:
         student = model.requires_grad_(True)
     train_set, eval_set = text.datasets()
     outcome = trainer.train(student, settings, train_set, eval_set, files.trainer_dir,
-                            resume_from=files.last_checkpoint(), title="Distillation", trainer_class=DistillationTrainer,
-                            curves=("eval_kl", "eval_perplexity"), held_out_perplexity="eval_perplexity", teacher=teacher,
-                            distillation=settings)
+                            resume_from=files.last_checkpoint(), title="Distillation",
+                            trainer_class=DistillationTrainer, curves=("eval_kl", "eval_perplexity"),
+                            held_out_perplexity="eval_perplexity", teacher=teacher, distillation=settings)
     del teacher
     trainable = sum(p.numel() for p in student.parameters() if p.requires_grad)
     report = {

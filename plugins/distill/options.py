@@ -14,22 +14,20 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field
 
 from prunekit.errors import UsageError
-from prunekit.plugins import data
+from prunekit.plugins.training import options as training
+from prunekit.plugins.training.options import TrainingOptions
 
-GPU_LENGTH, CPU_LENGTH = 1024, 256
 CPU_TOKENS = 61_440
 """The CPU budget: 80 steps of 3 x 256 tokens, 514 s for SmolLM2-135M on two idle cores."""
 LEARNING_RATE, LORA_LEARNING_RATE = 3e-4, 1e-3
-GPU_EVAL_SEQUENCES, CPU_EVAL_SEQUENCES = 16, 8
 
 
-class DistillOptions(BaseModel):
-    """Every setting of the ``distill`` plugin; ``None`` means "the device's default" (see module doc)."""
-
-    model_config = ConfigDict(extra="forbid")
+class DistillOptions(TrainingOptions):
+    """Every setting of the ``distill`` plugin, beside the shared ones; ``None`` means "the device's default" (see
+    module doc)."""
 
     temperature: float = Field(
         default=1.0, gt=0, description="Softmax temperature of both distributions; the KL is scaled by its square."
@@ -55,46 +53,12 @@ class DistillOptions(BaseModel):
         default=None, gt=0,
         description=f"AdamW peak learning rate (default {LEARNING_RATE:g}, or {LORA_LEARNING_RATE:g} with lora).",
     )
-    batch_size: int = Field(default=3, gt=0, description="Sequences per optimizer step.")
-    sequence_length: int | None = Field(
-        default=None, gt=1, description=f"Tokens per sequence (default {GPU_LENGTH} on CUDA, {CPU_LENGTH} on CPU)."
-    )
-    warmup: float = Field(
-        default=0.1, ge=0, lt=1, description="Fraction of the steps over which the learning rate rises linearly."
-    )
-    eval_every: int | None = Field(
-        default=None, gt=0,
-        description="Steps between held-out evaluations, each also a resumable checkpoint "
-        "(default: a fifth of the training).",
-    )
-    eval_sequences: int | None = Field(
-        default=None, gt=0,
-        description=f"Held-out sequences for the eval KL and perplexity, cut from the end of the training text "
-        f"(default {GPU_EVAL_SEQUENCES} on CUDA, {CPU_EVAL_SEQUENCES} on CPU).",
-    )
-    patience: int | None = Field(
-        default=2, gt=0, description="Stop after this many evaluations without a lower eval loss; null disables."
-    )
     teacher_offload: str | None = Field(
         default=None,
         description="Place the teacher with accelerate (device_map=auto): the GPUs, then teacher_memory of CPU "
         "memory, then this folder on disk, for a teacher that does not fit beside the student. Slow.",
     )
     teacher_memory: str = Field(default="2GiB", description="CPU memory for the teacher's weights with teacher_offload.")
-    data: str | None = Field(
-        default=None,
-        description="Training text: a local .txt/.raw/.json/.jsonl file or folder, or a Hub dataset "
-        "name[:config], optionally with a token range such as [50%:]. Default: the openstax excerpts "
-        "shipped with prunekit (perplexity reads WikiText-2, which they share no 13-gram with).",
-    )
-    text_field: str = Field(default="text", description="The text field of JSON / Hub records.")
-    split: str = Field(default="train", description="The split of a Hub dataset.")
-    seed: int | None = Field(default=None, description="Seed of data order and adapter init; default --seed.")
-
-    @field_validator("data")
-    @classmethod
-    def _local_text_exists(cls, value: str | None) -> str | None:
-        return data.check_local_source(value)
 
 
 @dataclass(frozen=True)
@@ -122,21 +86,6 @@ class Settings:
     def identity(self) -> dict[str, Any]:
         """Everything a checkpoint depends on: a resumed run must match it exactly."""
         return dict(self.__dict__)
-
-
-def eval_sequences(options: DistillOptions, *, on_gpu: bool) -> int:
-    return options.eval_sequences or (GPU_EVAL_SEQUENCES if on_gpu else CPU_EVAL_SEQUENCES)
-
-
-def sequence_length(options: DistillOptions, *, on_gpu: bool, max_positions: int | None) -> int:
-    """The training sequence length: the option, else the device's default capped at the model's
-    positions (an explicit length beyond them is bad input)."""
-    length = options.sequence_length or (GPU_LENGTH if on_gpu else CPU_LENGTH)
-    if max_positions is not None and length > max_positions:
-        if options.sequence_length is not None:
-            raise UsageError(f"distill: sequence_length {length} exceeds the model's {max_positions} positions")
-        length = max_positions
-    return length
 
 
 def resolve(options: DistillOptions, *, on_gpu: bool, length: int, source: str, train_sequences: int,
@@ -168,7 +117,7 @@ def resolve(options: DistillOptions, *, on_gpu: bool, length: int, source: str, 
         sequence_length=length,
         warmup=options.warmup,
         eval_every=eval_every,
-        eval_sequences=eval_sequences(options, on_gpu=on_gpu),
+        eval_sequences=training.eval_sequences(options, on_gpu=on_gpu),
         patience=options.patience,
         data=source,
         text_field=options.text_field,

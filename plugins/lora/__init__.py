@@ -34,22 +34,16 @@ def plugin_options() -> type[BaseModel]:
 @hookimpl
 def recover(request: RecoverRequest) -> Recovery:
     from prunekit.models import fingerprint
-    from prunekit.plugins import data
     from prunekit.plugins.lora import options
     from prunekit.plugins.training import adapters, checkpoints, corpus, trainer
 
     start = time.perf_counter()
     chosen = LoraOptions.model_validate(request.options(NAME))
     model = request.model
-    on_gpu = next(model.parameters()).device.type == "cuda"
-    length = options.sequence_length(
-        chosen, on_gpu=on_gpu, max_positions=getattr(model.config, "max_position_embeddings", None)
-    )
-    text = corpus.load(request.tokenizer, chosen.data or data.training_text(), length=length,
-                       held_out=options.eval_sequences(chosen, on_gpu=on_gpu), split=chosen.split,
-                       text_field=chosen.text_field, plugin=NAME)
-    settings = options.resolve(chosen, on_gpu=on_gpu, length=length, targets=request.architecture.lora_targets,
-                               source=text.source, train_sequences=len(text.train), run_seed=request.config.seed)
+    text, on_gpu = corpus.for_recovery(request, chosen, NAME)
+    settings = options.resolve(chosen, on_gpu=on_gpu, length=text.sequence_length,
+                               targets=request.architecture.lora_targets, source=text.source,
+                               train_sequences=len(text.train), run_seed=request.config.seed)
     config = adapters.lora_config(model, settings.adapter)
     files = checkpoints.Store(request.work_dir, NAME, {"model": fingerprint(model), **settings.identity()},
                               adapter_dir=request.output_dir / "adapter")

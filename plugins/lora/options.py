@@ -15,24 +15,22 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
 from prunekit.errors import UsageError
-from prunekit.plugins import data
+from prunekit.plugins.training import options as training
+from prunekit.plugins.training.options import TrainingOptions
 
 if TYPE_CHECKING:
     from prunekit.plugins.training.adapters import Adapter
 
-GPU_LENGTH, CPU_LENGTH = 1024, 256
 GPU_LEARNING_RATE, CPU_LEARNING_RATE = 2e-4, 1e-3
 CPU_STEPS = 40
-GPU_EVAL_SEQUENCES, CPU_EVAL_SEQUENCES = 16, 8
 
 
-class LoraOptions(BaseModel):
-    """Every setting of the ``lora`` plugin; ``None`` means "the device's default" (see module doc)."""
-
-    model_config = ConfigDict(extra="forbid")
+class LoraOptions(TrainingOptions):
+    """Every setting of the ``lora`` plugin, beside the shared ones; ``None`` means "the device's default" (see
+    module doc)."""
 
     rank: int = Field(default=32, gt=0, description="LoRA rank r.")
     alpha: float = Field(default=10.0, gt=0, description="LoRA alpha; the update is scaled by alpha / rank.")
@@ -51,44 +49,10 @@ class LoraOptions(BaseModel):
         description=f"Optimizer steps (default: one epoch on CUDA, {CPU_STEPS} on CPU). Excludes epochs.",
     )
     epochs: float | None = Field(default=None, gt=0, description="Passes over the training text. Excludes steps.")
-    batch_size: int = Field(default=3, gt=0, description="Sequences per optimizer step.")
-    sequence_length: int | None = Field(
-        default=None, gt=1, description=f"Tokens per sequence (default {GPU_LENGTH} on CUDA, {CPU_LENGTH} on CPU)."
-    )
-    warmup: float = Field(
-        default=0.1, ge=0, lt=1, description="Fraction of the steps over which the learning rate rises linearly."
-    )
-    eval_every: int | None = Field(
-        default=None, gt=0,
-        description="Steps between held-out evaluations, each also a resumable checkpoint "
-        "(default: a fifth of the training).",
-    )
-    eval_sequences: int | None = Field(
-        default=None, gt=0,
-        description=f"Held-out sequences for the eval loss, cut from the end of the training text "
-        f"(default {GPU_EVAL_SEQUENCES} on CUDA, {CPU_EVAL_SEQUENCES} on CPU).",
-    )
-    patience: int | None = Field(
-        default=2, gt=0, description="Stop after this many evaluations without a lower eval loss; null disables."
-    )
-    data: str | None = Field(
-        default=None,
-        description="Training text: a local .txt/.raw/.json/.jsonl file or folder, or a Hub dataset "
-        "name[:config], optionally with a token range such as [50%:]. Default: the openstax excerpts "
-        "shipped with prunekit (perplexity reads WikiText-2, which they share no 13-gram with).",
-    )
-    text_field: str = Field(default="text", description="The text field of JSON / Hub records.")
-    split: str = Field(default="train", description="The split of a Hub dataset.")
-    seed: int | None = Field(default=None, description="Seed of adapter init, data order and dropout; default --seed.")
     save_adapter: bool = Field(
         default=False,
         description="Keep the trained adapter alone (peft format) in the run's adapter/, beside the merged model.",
     )
-
-    @field_validator("data")
-    @classmethod
-    def _local_text_exists(cls, value: str | None) -> str | None:
-        return data.check_local_source(value)
 
     @model_validator(mode="after")
     def _one_length_of_training(self) -> LoraOptions:
@@ -131,21 +95,6 @@ class Settings:
         return fields
 
 
-def eval_sequences(options: LoraOptions, *, on_gpu: bool) -> int:
-    return options.eval_sequences or (GPU_EVAL_SEQUENCES if on_gpu else CPU_EVAL_SEQUENCES)
-
-
-def sequence_length(options: LoraOptions, *, on_gpu: bool, max_positions: int | None) -> int:
-    """The training sequence length: the option, else the device's default capped at the model's
-    positions (an explicit length beyond them is bad input)."""
-    length = options.sequence_length or (GPU_LENGTH if on_gpu else CPU_LENGTH)
-    if max_positions is not None and length > max_positions:
-        if options.sequence_length is not None:
-            raise UsageError(f"lora: sequence_length {length} exceeds the model's {max_positions} positions")
-        length = max_positions
-    return length
-
-
 def resolve(options: LoraOptions, *, on_gpu: bool, length: int, targets: tuple[str, ...], source: str,
             train_sequences: int, run_seed: int) -> Settings:
     """Fill in the device's defaults; ``train_sequences`` turns epochs into optimizer steps the way
@@ -171,7 +120,7 @@ def resolve(options: LoraOptions, *, on_gpu: bool, length: int, targets: tuple[s
         sequence_length=length,
         warmup=options.warmup,
         eval_every=eval_every,
-        eval_sequences=eval_sequences(options, on_gpu=on_gpu),
+        eval_sequences=training.eval_sequences(options, on_gpu=on_gpu),
         patience=options.patience,
         data=source,
         text_field=options.text_field,

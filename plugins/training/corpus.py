@@ -15,13 +15,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from prunekit.plugins import data
 from prunekit.errors import UsageError
+from prunekit.plugins import data
+from prunekit.plugins.training import options as training
 
 if TYPE_CHECKING:
     import torch
     from datasets import Dataset
     from transformers import PreTrainedTokenizerBase
+
+    from prunekit.payloads import RecoverRequest
 
 
 @dataclass
@@ -45,10 +48,14 @@ class Corpus:
 
         return table(self.train), table(self.held_out)
 
+    @property
+    def sequence_length(self) -> int:
+        return self.train.shape[1]
+
     def report(self, trained: int) -> dict[str, Any]:
         """What the report says of the text: ``tokens`` is the ``trained`` tokens the training read (repeats counted),
         ``train_tokens`` all the text it could read."""
-        length = self.train.shape[1]
+        length = self.sequence_length
         return {
             **data.describe(self.source, trained, split=self.split, text_field=self.text_field),
             "sequence_length": length,
@@ -73,3 +80,17 @@ def load(tokenizer: PreTrainedTokenizerBase | None, source: str, *, length: int,
             f"{held_out} (eval_sequences) and train on the rest; give more text or shorter sequences"
         )
     return Corpus(source, sequences[:-held_out], sequences[-held_out:], split, text_field)
+
+
+def for_recovery(request: RecoverRequest, options: training.TrainingOptions, plugin: str) -> tuple[Corpus, bool]:
+    """The text ``plugin`` trains ``request.model`` on (``options.data``, else the packaged training text), cut by the
+    options' sequence length and held-out count or the defaults of the model's device; and whether that device is a
+    GPU."""
+    model = request.model
+    on_gpu = next(model.parameters()).device.type == "cuda"
+    length = training.sequence_length(options, plugin, on_gpu=on_gpu,
+                                      max_positions=getattr(model.config, "max_position_embeddings", None))
+    text = load(request.tokenizer, options.data or data.training_text(), length=length,
+                held_out=training.eval_sequences(options, on_gpu=on_gpu), split=options.split,
+                text_field=options.text_field, plugin=plugin)
+    return text, on_gpu
